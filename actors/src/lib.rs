@@ -1,0 +1,12 @@
+//! The actors of the engine: thin, supervised shells around the plain-Rust
+//! state of `cashback-engine`.
+//!
+//! - [`shard::CitizenShard`]: owns a set of partitions' ledgers and applies
+//!   batches of items to them, one batch at a time, in the order received.
+//! - [`supervision`]: how a shard survives a panic without losing or
+//!   double-counting anything.
+
+pub mod shard;
+pub mod supervision;
+
+pub use shard::{CitizenShard, Lookup, LookupCitizen, ShardBatch, ShardStats, Stats};

@@ -1,0 +1,183 @@
+//! The citizen shard actor: one per configured shard, each owning the
+//! partitions `p` with `p % shards == index`.
+
+use crate::supervision::{apply_supervised, Applied};
+use actix::prelude::*;
+use cashback_engine::item::{CitizenFacts, Item, Report};
+use cashback_engine::ledger::{Ledger, Standing};
+use cashback_engine::period::{PeriodIdx, Periods};
+use std::collections::HashMap;
+use std::sync::Arc;
+
+/// Batches of one shard that the pipeline may have outstanding at once. The
+/// pipeline waits for the oldest batch before sending more: this is the
+/// backpressure that keeps the router from running ahead of a slow shard.
+pub const MAX_BATCHES_IN_FLIGHT: usize = 4;
+
+/// Queries one shard may have outstanding at once (callers hold a semaphore).
+pub const MAX_QUERIES_IN_FLIGHT: usize = 256;
+
+/// The mailbox is larger than everything that may be outstanding, so that
+/// `send` never finds it full. That matters: actix holds a message that finds
+/// the mailbox full until its request is polled again, and a later batch
+/// could then overtake it; batches must arrive in log order.
+pub const MAILBOX_CAPACITY: usize = 2 * (MAX_BATCHES_IN_FLIGHT + MAX_QUERIES_IN_FLIGHT);
+
+/// Items for this shard's partitions, in log order.
+#[derive(Message)]
+#[rtype(result = "Report")]
+pub struct ShardBatch {
+    /// (partition, item) pairs.
+    pub items: Vec<(u16, Item)>,
+}
+
+/// Ask for a citizen's standing in a period.
+#[derive(Message)]
+#[rtype(result = "Lookup")]
+pub struct LookupCitizen {
+    /// The citizen's partition (one of this shard's).
+    pub partition: u16,
+    /// The citizen.
+    pub citizen_id: String,
+    /// The period.
+    pub period: PeriodIdx,
+}
+
+/// Answer to `LookupCitizen`.
+#[derive(Debug, Clone)]
+pub enum Lookup {
+    /// No such citizen.
+    Unknown,
+    /// The citizen and their totals.
+    Found(CitizenFacts, Standing),
+}
+
+/// Ask for the shard's counters.
+#[derive(Message)]
+#[rtype(result = "Stats")]
+pub struct ShardStats;
+
+/// A shard's counters, for metrics.
+#[derive(Debug, Clone, Default)]
+pub struct Stats {
+    /// Citizens held.
+    pub citizens: usize,
+    /// Reversals waiting for their payment.
+    pub parked: usize,
+    /// Times the shard was restarted after a panic.
+    pub restarts: u64,
+    /// Items set aside as `internal_error`.
+    pub set_aside: u64,
+}
+
+/// The actor.
+pub struct CitizenShard {
+    /// Position among the shards.
+    index: usize,
+    /// Ledgers of the partitions this shard owns, created on first use.
+    ledgers: HashMap<u16, Ledger>,
+    /// For new ledgers.
+    periods: Arc<Periods>,
+    /// For new ledgers.
+    park_days: u32,
+    /// Set when an item panicked in the current batch: stop after it so the
+    /// supervisor restarts the shard.
+    failed: bool,
+    /// Restarts so far.
+    restarts: u64,
+    /// Items set aside so far.
+    set_aside: u64,
+}
+
+impl CitizenShard {
+    /// A shard with no state yet.
+    pub fn new(index: usize, periods: Arc<Periods>, park_days: u32) -> CitizenShard {
+        CitizenShard {
+            index,
+            ledgers: HashMap::new(),
+            periods,
+            park_days,
+            failed: false,
+            restarts: 0,
+            set_aside: 0,
+        }
+    }
+
+    fn ledger(&mut self, partition: u16) -> &mut Ledger {
+        let (periods, park_days) = (&self.periods, self.park_days);
+        self.ledgers
+            .entry(partition)
+            .or_insert_with(|| Ledger::new(partition, periods.clone(), park_days))
+    }
+}
+
+impl Actor for CitizenShard {
+    type Context = Context<Self>;
+
+    fn started(&mut self, ctx: &mut Self::Context) {
+        ctx.set_mailbox_capacity(MAILBOX_CAPACITY);
+    }
+}
+
+impl Supervised for CitizenShard {
+    fn restarting(&mut self, _ctx: &mut Self::Context) {
+        self.restarts += 1;
+        self.failed = false;
+        for ledger in self.ledgers.values_mut() {
+            ledger.rebuild_indexes();
+        }
+        tracing::warn!(
+            shard = self.index,
+            restarts = self.restarts,
+            "citizen shard restarted"
+        );
+    }
+}
+
+impl Handler<ShardBatch> for CitizenShard {
+    type Result = MessageResult<ShardBatch>;
+
+    fn handle(&mut self, batch: ShardBatch, ctx: &mut Self::Context) -> Self::Result {
+        let mut report = Report::default();
+        for (partition, item) in &batch.items {
+            match apply_supervised(self.ledger(*partition), item, &mut report) {
+                Applied::Cleanly => {}
+                Applied::Recovered(_) => self.failed = true,
+                Applied::SetAside => {
+                    self.failed = true;
+                    self.set_aside += 1;
+                }
+            }
+        }
+        if self.failed {
+            ctx.stop();
+        }
+        MessageResult(report)
+    }
+}
+
+impl Handler<LookupCitizen> for CitizenShard {
+    type Result = MessageResult<LookupCitizen>;
+
+    fn handle(&mut self, q: LookupCitizen, _: &mut Self::Context) -> Self::Result {
+        let found = self
+            .ledgers
+            .get(&q.partition)
+            .and_then(|l| l.citizen_by_id(&q.citizen_id))
+            .map(|c| Lookup::Found(c.facts.clone(), c.standing(q.period)));
+        MessageResult(found.unwrap_or(Lookup::Unknown))
+    }
+}
+
+impl Handler<ShardStats> for CitizenShard {
+    type Result = MessageResult<ShardStats>;
+
+    fn handle(&mut self, _: ShardStats, _: &mut Self::Context) -> Self::Result {
+        MessageResult(Stats {
+            citizens: self.ledgers.values().map(Ledger::citizen_count).sum(),
+            parked: self.ledgers.values().map(Ledger::parked_count).sum(),
+            restarts: self.restarts,
+            set_aside: self.set_aside,
+        })
+    }
+}

@@ -1,0 +1,195 @@
+//! What the router hands to a partition, and what a partition reports back.
+//! Plain data: the actor shells carry these between threads.
+
+use crate::authorization::Hpan;
+use crate::directory::CitizenIdx;
+use crate::period::PeriodIdx;
+use crate::reason::Rejection;
+use crate::time::Timestamp;
+use bytes::Bytes;
+use rust_decimal::Decimal;
+use smallvec::SmallVec;
+use std::sync::Arc;
+
+/// Where a message came from, kept so that a rejection decided later (a parked
+/// reversal that expires) can still be published with the original payload.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct Origin {
+    /// The subject it was published on.
+    pub subject: Arc<str>,
+    /// The bytes as received.
+    pub payload: Bytes,
+}
+
+/// A payment the router has accepted: it counts, and the partition records it.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct PaymentItem {
+    /// Stream sequence: arrival order.
+    pub seq: u64,
+    /// Its de-duplication key, released if the partition sets the payment
+    /// aside after repeated failures.
+    pub key: u128,
+    /// Broker receive time of this message: the clock of every rule.
+    pub broker_time: Timestamp,
+    /// The latest broker time seen so far, for expiring parked reversals.
+    pub now: Timestamp,
+    /// The card, whose payments live in this partition.
+    pub hpan: Hpan,
+    /// The owner at `trx_date`, who gets the count (possibly in another partition).
+    pub citizen: CitizenIdx,
+    /// The period of `trx_date`.
+    pub period: PeriodIdx,
+    /// When the card was used.
+    pub trx_date: Timestamp,
+    /// Cents.
+    pub amount: u64,
+    /// See `Authorization::terminal_key`.
+    pub terminal_key: u64,
+    /// See `Authorization::correlation_key`.
+    pub correlation_key: Option<u64>,
+    /// Owners of this card who have withdrawn, for parked reversals that
+    /// this payment may release onto an older payment of theirs.
+    pub withdrawn: SmallVec<[CitizenIdx; 1]>,
+    /// Test hook: panics to inject (see `Decoder::fault_injection`).
+    pub injected_panics: u8,
+}
+
+/// A reversal, waiting or not: everything needed to match and apply it later.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct Reversal {
+    /// Stream sequence: arrival order; parked reversals are tried in it.
+    pub seq: u64,
+    /// Broker receive time; parking expires `reversal_park_days` after it.
+    pub broker_time: Timestamp,
+    /// The reversal's de-duplication key, released if it is rejected.
+    pub key: u128,
+    /// Cents to reverse.
+    pub amount: u64,
+    /// See `Authorization::terminal_key`.
+    pub terminal_key: u64,
+    /// See `Authorization::correlation_key`.
+    pub correlation_key: Option<u64>,
+    /// For publishing a late rejection.
+    pub origin: Origin,
+}
+
+/// A reversal to match now.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct ReversalItem {
+    /// The reversal.
+    pub reversal: Reversal,
+    /// The latest broker time seen so far.
+    pub now: Timestamp,
+    /// The card.
+    pub hpan: Hpan,
+    /// Owners of this card who have withdrawn.
+    pub withdrawn: SmallVec<[CitizenIdx; 1]>,
+    /// Test hook, as for payments.
+    pub injected_panics: u8,
+}
+
+/// A change to a citizen's count and cashback decided in another partition
+/// (the card's), to be added here (the citizen's). Credits commute, so the
+/// order in which they arrive does not change the result.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct Credit {
+    /// Whose summary.
+    pub citizen: CitizenIdx,
+    /// Which period.
+    pub period: PeriodIdx,
+    /// +1 for a payment, -1 for a payment reversed to zero.
+    pub count: i32,
+    /// Cashback to add (negative for reversals).
+    pub cashback: Decimal,
+    /// The payment's date, for `last_trx_date` (never for reversals).
+    pub trx_date: Option<Timestamp>,
+}
+
+/// The citizen facts a partition needs to answer queries.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct CitizenFacts {
+    /// The citizen's number.
+    pub idx: CitizenIdx,
+    /// The public id.
+    pub id: Arc<str>,
+    /// For the ranking's tie-break.
+    pub tc_accepted_at: Timestamp,
+    /// Withdrawn citizens answer `citizen_withdrawn` and are not ranked.
+    pub withdrawn: bool,
+}
+
+/// One unit of work for a partition, in log order.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub enum Item {
+    /// Record an accepted payment.
+    Payment(PaymentItem),
+    /// Match a reversal.
+    Reversal(ReversalItem),
+    /// A citizen of this partition was created or changed.
+    Citizen(CitizenFacts),
+    /// Apply a credit decided elsewhere.
+    Credit(Credit),
+    /// Take over reversals parked before their card was ever enrolled.
+    Adopt {
+        /// The card, now anchored here.
+        hpan: Hpan,
+        /// In arrival order.
+        parked: Vec<Reversal>,
+    },
+    /// Time passes: expire parked reversals.
+    Tick(Timestamp),
+}
+
+impl Item {
+    /// The stream sequence and de-duplication key of the message this item
+    /// came from, if it came from an authorization.
+    pub fn message(&self) -> Option<(u64, u128)> {
+        match self {
+            Item::Payment(p) => Some((p.seq, p.key)),
+            Item::Reversal(r) => Some((r.reversal.seq, r.reversal.key)),
+            _ => None,
+        }
+    }
+}
+
+/// A rejection decided by a partition.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct LateRejection {
+    /// The rejected message's stream sequence.
+    pub seq: u64,
+    /// Why.
+    pub rejection: Rejection,
+    /// Its origin when the partition has it (reversals); otherwise the
+    /// caller fetches the message from the stream by `seq`.
+    pub origin: Option<Origin>,
+}
+
+/// What a partition did with a batch of items.
+#[derive(Clone, Debug, Default, PartialEq, Eq)]
+pub struct Report {
+    /// Reversals rejected (now, or after waiting).
+    pub rejections: Vec<LateRejection>,
+    /// Reversal keys whose fate is now known: `true` to remember (applied or
+    /// parked), `false` to forget (rejected).
+    pub settled: Vec<(u128, bool)>,
+    /// Credits for citizens of other partitions.
+    pub credits: Vec<Credit>,
+    /// Payments recorded.
+    pub payments: u64,
+    /// Reversals applied to a payment.
+    pub reversals_applied: u64,
+    /// Reversals parked to wait for their payment.
+    pub reversals_parked: u64,
+}
+
+impl Report {
+    /// Adds another report's contents to this one.
+    pub fn merge(&mut self, other: Report) {
+        self.rejections.extend(other.rejections);
+        self.settled.extend(other.settled);
+        self.credits.extend(other.credits);
+        self.payments += other.payments;
+        self.reversals_applied += other.reversals_applied;
+        self.reversals_parked += other.reversals_parked;
+    }
+}

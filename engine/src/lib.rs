@@ -1,0 +1,23 @@
+//! The Cashback and Supercashback rules and state, as plain Rust.
+//!
+//! Nothing here knows about actors or NATS: the binary feeds messages in and
+//! carries results out. Follow an authorization through:
+//! [`authorization`] (decode and validate) -> [`router`] (de-duplicate,
+//! decide payments, pick the partition) -> [`ledger`] (count, cashback,
+//! reversal matching) -> [`query`] (what the app sees).
+
+pub mod authorization;
+pub mod directory;
+pub mod enrollment;
+pub mod item;
+pub mod ledger;
+pub mod local;
+pub mod money;
+pub mod partition;
+pub mod period;
+pub mod query;
+pub mod reason;
+pub mod router;
+pub mod time;
+
+pub use rust_decimal::Decimal;

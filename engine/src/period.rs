@@ -1,0 +1,241 @@
+//! Award periods: which period a payment belongs to, and until when a period
+//! accepts data. Every number comes from configuration (RULES.md, "Award
+//! periods"), never from code.
+
+use crate::time::Timestamp;
+use chrono::NaiveDate;
+use rust_decimal::Decimal;
+use serde::Deserialize;
+
+/// One award period exactly as configured in TOML (RULES.md).
+#[derive(Clone, Debug, Deserialize, PartialEq)]
+#[serde(deny_unknown_fields)]
+pub struct AwardPeriod {
+    /// Public name, e.g. "2021H1"; used in subjects and queries.
+    pub id: String,
+    /// First day, Europe/Rome.
+    pub start: NaiveDate,
+    /// Last day, inclusive, Europe/Rome.
+    pub end: NaiveDate,
+    /// Days after `end` during which late authorizations still count.
+    pub grace_days: u32,
+    /// Payments needed for any cashback to be payable, and for the Supercashback.
+    pub min_transactions: u32,
+    /// Share of each payment paid back (0.10 = 10%).
+    #[serde(with = "rust_decimal::serde::str")]
+    pub cashback_rate: Decimal,
+    /// Cap on one payment's cashback.
+    #[serde(with = "rust_decimal::serde::str")]
+    pub max_cashback_per_transaction: Decimal,
+    /// Cap on what is payable for the whole period.
+    #[serde(with = "rust_decimal::serde::str")]
+    pub max_cashback: Decimal,
+    /// How many top-ranked citizens win the Supercashback (0: none).
+    pub supercashback_winners: u32,
+    /// The Supercashback prize.
+    #[serde(with = "rust_decimal::serde::str")]
+    pub supercashback_prize: Decimal,
+}
+
+/// Index of a period in the configured list; small so that it packs into
+/// per-payment records.
+pub type PeriodIdx = u16;
+
+/// The configured periods, checked and with their closing instants computed once.
+#[derive(Clone, Debug)]
+pub struct Periods {
+    /// In configuration order; sorted by start and never overlapping.
+    periods: Vec<AwardPeriod>,
+    /// For each period, the first instant at which it no longer accepts data:
+    /// midnight in Rome ending day `end + grace_days`.
+    closes_at: Vec<Timestamp>,
+}
+
+impl Periods {
+    /// Checks the periods (unique ids, start <= end, no overlap, sane money)
+    /// and prepares them. An operator gets every problem at start, not later.
+    pub fn new(mut periods: Vec<AwardPeriod>) -> Result<Periods, String> {
+        if periods.len() > PeriodIdx::MAX as usize {
+            return Err("too many award periods".into());
+        }
+        periods.sort_by_key(|p| p.start);
+        for p in &periods {
+            if p.id.is_empty()
+                || !p
+                    .id
+                    .chars()
+                    .all(|c| c.is_ascii_alphanumeric() || c == '_' || c == '-')
+            {
+                return Err(format!(
+                    "award period id {:?} must be [A-Za-z0-9_-]+ (it is a subject token)",
+                    p.id
+                ));
+            }
+            if p.end < p.start {
+                return Err(format!("award period {}: end is before start", p.id));
+            }
+            if p.cashback_rate.is_sign_negative()
+                || p.max_cashback_per_transaction.is_sign_negative()
+                || p.max_cashback.is_sign_negative()
+                || p.supercashback_prize.is_sign_negative()
+            {
+                return Err(format!("award period {}: negative money", p.id));
+            }
+        }
+        for pair in periods.windows(2) {
+            if pair[0].id == pair[1].id {
+                return Err(format!("award period {} is configured twice", pair[0].id));
+            }
+            if pair[1].start <= pair[0].end {
+                return Err(format!(
+                    "award periods {} and {} overlap",
+                    pair[0].id, pair[1].id
+                ));
+            }
+        }
+        let mut ids: Vec<&str> = periods.iter().map(|p| p.id.as_str()).collect();
+        ids.sort_unstable();
+        if ids.windows(2).any(|w| w[0] == w[1]) {
+            return Err("award period ids must be unique".into());
+        }
+        let closes_at = periods
+            .iter()
+            .map(|p| {
+                let last_day = p.end + chrono::Days::new(p.grace_days as u64);
+                Timestamp::rome_midnight(last_day + chrono::Days::new(1))
+            })
+            .collect();
+        Ok(Periods { periods, closes_at })
+    }
+
+    /// All periods, sorted by start.
+    pub fn all(&self) -> &[AwardPeriod] {
+        &self.periods
+    }
+
+    /// The period at `idx`.
+    pub fn get(&self, idx: PeriodIdx) -> &AwardPeriod {
+        &self.periods[idx as usize]
+    }
+
+    /// The period whose Rome dates contain the Rome date of `instant`.
+    pub fn containing(&self, instant: Timestamp) -> Option<PeriodIdx> {
+        self.containing_date(instant.rome_date())
+    }
+
+    /// The period whose dates contain `date`.
+    pub fn containing_date(&self, date: NaiveDate) -> Option<PeriodIdx> {
+        let after = self.periods.partition_point(|p| p.start <= date);
+        let idx = after.checked_sub(1)?;
+        (date <= self.periods[idx].end).then_some(idx as PeriodIdx)
+    }
+
+    /// Whether a message the broker received at `broker_time` may still change
+    /// period `idx` (RULES.md, rule 4).
+    pub fn accepts_data(&self, idx: PeriodIdx, broker_time: Timestamp) -> bool {
+        broker_time < self.closes_at[idx as usize]
+    }
+
+    /// The first instant at which period `idx` no longer accepts data.
+    pub fn closes_at(&self, idx: PeriodIdx) -> Timestamp {
+        self.closes_at[idx as usize]
+    }
+
+    /// The period named `id`.
+    pub fn by_id(&self, id: &str) -> Option<PeriodIdx> {
+        self.periods
+            .iter()
+            .position(|p| p.id == id)
+            .map(|i| i as PeriodIdx)
+    }
+
+    /// The default period of a query: the one containing `today` (a Rome
+    /// date), else the latest one that has started, else the earliest one.
+    pub fn default_for(&self, today: NaiveDate) -> Option<PeriodIdx> {
+        if let Some(idx) = self.containing_date(today) {
+            return Some(idx);
+        }
+        let started = self.periods.partition_point(|p| p.start <= today);
+        match started {
+            0 if self.periods.is_empty() => None,
+            0 => Some(0),
+            n => Some((n - 1) as PeriodIdx),
+        }
+    }
+}
+
+#[cfg(test)]
+pub(crate) mod tests {
+    use super::*;
+    use std::str::FromStr;
+
+    /// A period with the 2021 rules between two dates.
+    pub fn period(id: &str, start: &str, end: &str) -> AwardPeriod {
+        AwardPeriod {
+            id: id.into(),
+            start: NaiveDate::from_str(start).unwrap(),
+            end: NaiveDate::from_str(end).unwrap(),
+            grace_days: 10,
+            min_transactions: 50,
+            cashback_rate: Decimal::from_str("0.10").unwrap(),
+            max_cashback_per_transaction: Decimal::from_str("15.00").unwrap(),
+            max_cashback: Decimal::from_str("150.00").unwrap(),
+            supercashback_winners: 100_000,
+            supercashback_prize: Decimal::from_str("1500.00").unwrap(),
+        }
+    }
+
+    fn ts(s: &str) -> Timestamp {
+        Timestamp::parse_rfc3339(s).unwrap()
+    }
+
+    #[test]
+    fn rome_dates_pick_the_period() {
+        let p = Periods::new(vec![
+            period("2021H1", "2021-01-01", "2021-06-30"),
+            period("2020XMAS", "2020-12-08", "2020-12-31"),
+        ])
+        .unwrap();
+        let xmas = p.by_id("2020XMAS").unwrap();
+        let h1 = p.by_id("2021H1").unwrap();
+        // 23:30 UTC on Dec 31 is already Jan 1 in Rome.
+        assert_eq!(p.containing(ts("2020-12-31T22:59:59Z")), Some(xmas));
+        assert_eq!(p.containing(ts("2020-12-31T23:00:00Z")), Some(h1));
+        // Summer time: 22:00 UTC on June 30 is July 1 in Rome.
+        assert_eq!(p.containing(ts("2021-06-30T21:59:59Z")), Some(h1));
+        assert_eq!(p.containing(ts("2021-06-30T22:00:00Z")), None);
+        assert_eq!(p.containing(ts("2020-12-07T22:59:59Z")), None);
+    }
+
+    #[test]
+    fn grace_ends_at_rome_midnight() {
+        let p = Periods::new(vec![period("2021H1", "2021-01-01", "2021-06-30")]).unwrap();
+        // end + 10 days = July 10; data accepted until midnight Rome ending it.
+        assert!(p.accepts_data(0, ts("2021-07-10T21:59:59.999999999Z")));
+        assert!(!p.accepts_data(0, ts("2021-07-10T22:00:00Z")));
+    }
+
+    #[test]
+    fn overlapping_or_reversed_periods_are_refused() {
+        assert!(Periods::new(vec![
+            period("A", "2021-01-01", "2021-06-30"),
+            period("B", "2021-06-30", "2021-12-31"),
+        ])
+        .is_err());
+        assert!(Periods::new(vec![period("A", "2021-02-01", "2021-01-01")]).is_err());
+        assert!(Periods::new(vec![period("a.b", "2021-01-01", "2021-01-02")]).is_err());
+    }
+
+    #[test]
+    fn default_period_for_queries() {
+        let p = Periods::new(vec![
+            period("A", "2021-01-01", "2021-06-30"),
+            period("B", "2021-07-01", "2021-12-31"),
+        ])
+        .unwrap();
+        let day = |s| NaiveDate::from_str(s).unwrap();
+        assert_eq!(p.default_for(day("2021-03-01")), Some(0));
+        assert_eq!(p.default_for(day("2026-11-22")), Some(1));
+        assert_eq!(p.default_for(day("2020-01-01")), Some(0));
+    }
+}

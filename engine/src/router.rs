@@ -1,0 +1,367 @@
+//! The sequential heart of the engine: it reads the log in order, keeps the
+//! directory and the de-duplication keys, decides every payment, and hands
+//! each message to the partition that holds the card's payments.
+//!
+//! Why here and not in the partitions: the de-duplication key of RULES.md does
+//! not contain the card, so it must be checked in one place for the whole log;
+//! and a payment's fate (card window, T&C, withdrawal, period) depends only on
+//! the directory and the configuration, both of which live here. Reversals
+//! need the card's payments and are judged by the partition; their keys stay
+//! "in flight" until the partition reports, and a re-send of an in-flight key
+//! makes the caller settle outstanding work first (`Routed::Wait`), so the
+//! result is exactly that of applying the log one message at a time.
+
+use crate::authorization::{Authorization, Hpan, Operation};
+use crate::directory::{CitizenIdx, Directory, EnrollEffect, Owner};
+use crate::enrollment::{EnrollCommand, EnrollError};
+use crate::item::{
+    CitizenFacts, Item, LateRejection, Origin, PaymentItem, Report, Reversal, ReversalItem,
+};
+use crate::period::Periods;
+use crate::reason::{Reason, Rejection};
+use crate::time::Timestamp;
+use smallvec::SmallVec;
+use std::collections::{BTreeSet, HashMap, HashSet};
+use std::hash::{BuildHasherDefault, Hasher};
+use std::sync::Arc;
+
+/// Hashes a key that is already a uniform 128-bit hash by folding it: no
+/// need to hash it again on the hottest path of the engine.
+#[derive(Default)]
+pub struct FoldHasher(u64);
+
+impl Hasher for FoldHasher {
+    fn finish(&self) -> u64 {
+        self.0
+    }
+    fn write(&mut self, bytes: &[u8]) {
+        for chunk in bytes.chunks(8) {
+            let mut b = [0u8; 8];
+            b[..chunk.len()].copy_from_slice(chunk);
+            self.0 ^= u64::from_le_bytes(b);
+        }
+    }
+    fn write_u128(&mut self, v: u128) {
+        self.0 ^= (v as u64) ^ ((v >> 64) as u64);
+    }
+}
+
+/// A set of de-duplication keys.
+pub type KeySet = HashSet<u128, BuildHasherDefault<FoldHasher>>;
+
+/// Where a message sits in the log.
+#[derive(Clone, Copy, Debug)]
+pub struct Position {
+    /// JetStream stream sequence.
+    pub seq: u64,
+    /// JetStream receive time.
+    pub broker_time: Timestamp,
+}
+
+/// The router's decision about one authorization.
+#[derive(Debug)]
+pub enum Routed {
+    /// It does not count.
+    Reject(Rejection),
+    /// Send this item to this partition.
+    Forward(u16, Item),
+    /// A reversal for a card nobody ever enrolled: it waits here.
+    ParkedHere,
+    /// Its key belongs to a reversal still being judged: settle outstanding
+    /// reports, then route it again.
+    Wait,
+}
+
+/// The sequential router.
+#[derive(Debug)]
+pub struct Router {
+    /// Citizens and cards.
+    directory: Directory,
+    /// Award periods.
+    periods: Arc<Periods>,
+    /// How long reversals wait for their payment, in seconds.
+    park_secs: i64,
+    /// Keys of payments that counted and reversals applied or parked.
+    remembered: KeySet,
+    /// Keys of reversals handed to a partition and not yet reported on.
+    in_flight: KeySet,
+    /// Reversals for cards never enrolled, by card, in arrival order.
+    orphans: HashMap<Hpan, Vec<Reversal>>,
+    /// Their deadlines.
+    orphan_expiry: BTreeSet<(Timestamp, u64, Hpan)>,
+    /// The latest broker time seen: the clock for expiring parked reversals.
+    now: Timestamp,
+}
+
+impl Router {
+    /// A router for an empty log.
+    pub fn new(partitions: u16, periods: Arc<Periods>, park_days: u32) -> Router {
+        Router {
+            directory: Directory::new(partitions),
+            periods,
+            park_secs: park_days as i64 * 86_400,
+            remembered: KeySet::default(),
+            in_flight: KeySet::default(),
+            orphans: HashMap::new(),
+            orphan_expiry: BTreeSet::new(),
+            now: Timestamp::default(),
+        }
+    }
+
+    /// The directory, for reading.
+    pub fn directory(&self) -> &Directory {
+        &self.directory
+    }
+
+    /// Number of keys remembered for de-duplication.
+    pub fn remembered_keys(&self) -> usize {
+        self.remembered.len()
+    }
+
+    /// Whether some reversal is still being judged by a partition.
+    pub fn has_in_flight(&self) -> bool {
+        !self.in_flight.is_empty()
+    }
+
+    /// The latest broker time seen.
+    pub fn now(&self) -> Timestamp {
+        self.now
+    }
+
+    /// Moves the clock to a message's broker time and rejects the orphan
+    /// reversals whose wait is over. Call before routing each message.
+    pub fn advance(&mut self, broker_time: Timestamp) -> Vec<LateRejection> {
+        self.now = self.now.max(broker_time);
+        let mut expired = Vec::new();
+        while let Some(&(deadline, seq, hpan)) = self.orphan_expiry.first() {
+            if deadline > self.now {
+                break;
+            }
+            self.orphan_expiry.pop_first();
+            let Some(list) = self.orphans.get_mut(&hpan) else {
+                continue;
+            };
+            let Some(pos) = list.iter().position(|r| r.seq == seq) else {
+                continue;
+            };
+            let r = list.remove(pos);
+            if list.is_empty() {
+                self.orphans.remove(&hpan);
+            }
+            self.remembered.remove(&r.key);
+            expired.push(LateRejection {
+                seq: r.seq,
+                rejection: Rejection::new(
+                    Reason::UnmatchedReversal,
+                    format!(
+                        "no payment matched the reversal within {} days",
+                        self.park_secs / 86_400
+                    ),
+                ),
+                origin: Some(r.origin),
+            });
+        }
+        expired
+    }
+
+    /// Decides or routes one valid authorization (checks 2 to 4 of RULES.md).
+    /// `origin` is asked for only when the message must be kept (reversals).
+    pub fn route(
+        &mut self,
+        at: Position,
+        auth: &Authorization,
+        origin: impl FnOnce() -> Origin,
+    ) -> Routed {
+        if self.remembered.contains(&auth.dedup_key) {
+            return Routed::Reject(Rejection::new(
+                Reason::Duplicate,
+                "an authorization with the same key was already counted",
+            ));
+        }
+        if self.in_flight.contains(&auth.dedup_key) {
+            return Routed::Wait;
+        }
+        match auth.operation {
+            Operation::Payment => self.route_payment(at, auth),
+            Operation::Reversal => self.route_reversal(at, auth, origin()),
+        }
+    }
+
+    fn route_payment(&mut self, at: Position, auth: &Authorization) -> Routed {
+        let citizen = match self.directory.owner_at(&auth.hpan, auth.trx_date) {
+            Owner::NotEnrolled => {
+                return Routed::Reject(Rejection::new(
+                    Reason::CardNotEnrolled,
+                    "no citizen ever enrolled this card",
+                ))
+            }
+            Owner::NotActive => {
+                return Routed::Reject(Rejection::new(
+                    Reason::CardNotActive,
+                    "the card was not active at trx_date",
+                ))
+            }
+            Owner::Citizen(idx) => idx,
+        };
+        let record = self.directory.citizen(citizen);
+        if record.withdrawn {
+            return Routed::Reject(Rejection::new(
+                Reason::CitizenWithdrawn,
+                "the card's citizen has withdrawn",
+            ));
+        }
+        if auth.trx_date < record.tc_accepted_at {
+            return Routed::Reject(Rejection::new(
+                Reason::TcNotAccepted,
+                "the citizen had not accepted the T&C at trx_date",
+            ));
+        }
+        let Some(period) = self.periods.containing(auth.trx_date) else {
+            return Routed::Reject(Rejection::new(
+                Reason::OutsideAwardPeriod,
+                format!(
+                    "{} (Europe/Rome) is in no award period",
+                    auth.trx_date.rome_date()
+                ),
+            ));
+        };
+        if !self.periods.accepts_data(period, at.broker_time) {
+            return Routed::Reject(Rejection::new(
+                Reason::PeriodClosed,
+                format!(
+                    "award period {} closed to new data",
+                    self.periods.get(period).id
+                ),
+            ));
+        }
+        self.remembered.insert(auth.dedup_key);
+        let card = self.directory.card(&auth.hpan).expect("owner found");
+        Routed::Forward(
+            card.anchor,
+            Item::Payment(PaymentItem {
+                seq: at.seq,
+                key: auth.dedup_key,
+                broker_time: at.broker_time,
+                now: self.now,
+                hpan: auth.hpan,
+                citizen,
+                period,
+                trx_date: auth.trx_date,
+                amount: auth.total_amount,
+                terminal_key: auth.terminal_key,
+                correlation_key: auth.correlation_key,
+                withdrawn: self.withdrawn_owners(&auth.hpan),
+                injected_panics: auth.injected_panics,
+            }),
+        )
+    }
+
+    fn route_reversal(&mut self, at: Position, auth: &Authorization, origin: Origin) -> Routed {
+        let reversal = Reversal {
+            seq: at.seq,
+            broker_time: at.broker_time,
+            key: auth.dedup_key,
+            amount: auth.total_amount,
+            terminal_key: auth.terminal_key,
+            correlation_key: auth.correlation_key,
+            origin,
+        };
+        let Some(card) = self.directory.card(&auth.hpan) else {
+            self.remembered.insert(auth.dedup_key);
+            self.orphan_expiry.insert((
+                at.broker_time.plus_secs(self.park_secs),
+                at.seq,
+                auth.hpan,
+            ));
+            self.orphans.entry(auth.hpan).or_default().push(reversal);
+            return Routed::ParkedHere;
+        };
+        let anchor = card.anchor;
+        self.in_flight.insert(auth.dedup_key);
+        Routed::Forward(
+            anchor,
+            Item::Reversal(ReversalItem {
+                reversal,
+                now: self.now,
+                hpan: auth.hpan,
+                withdrawn: self.withdrawn_owners(&auth.hpan),
+                injected_panics: auth.injected_panics,
+            }),
+        )
+    }
+
+    /// Owners of the card who withdrew: their payments can no longer be reversed.
+    fn withdrawn_owners(&self, hpan: &Hpan) -> SmallVec<[CitizenIdx; 1]> {
+        let mut out = SmallVec::new();
+        if let Some(card) = self.directory.card(hpan) {
+            for w in &card.windows {
+                if self.directory.citizen(w.citizen).withdrawn && !out.contains(&w.citizen) {
+                    out.push(w.citizen);
+                }
+            }
+        }
+        out
+    }
+
+    /// Applies one journaled enrollment; returns its reply and the items the
+    /// partitions must receive because of it.
+    pub fn enroll(&mut self, cmd: &EnrollCommand) -> (Result<(), EnrollError>, Vec<(u16, Item)>) {
+        let mut items = Vec::new();
+        let effect = match self.directory.apply(cmd) {
+            Ok(effect) => effect,
+            Err(e) => return (Err(e), items),
+        };
+        match effect {
+            EnrollEffect::Citizen(idx) => {
+                let c = self.directory.citizen(idx);
+                items.push((
+                    c.partition,
+                    Item::Citizen(CitizenFacts {
+                        idx,
+                        id: c.id.clone(),
+                        tc_accepted_at: c.tc_accepted_at,
+                        withdrawn: c.withdrawn,
+                    }),
+                ));
+            }
+            EnrollEffect::FirstCard(hpan) => {
+                if let Some(parked) = self.orphans.remove(&hpan) {
+                    for r in &parked {
+                        self.orphan_expiry.remove(&(
+                            r.broker_time.plus_secs(self.park_secs),
+                            r.seq,
+                            hpan,
+                        ));
+                    }
+                    let anchor = self.directory.card(&hpan).expect("just enrolled").anchor;
+                    items.push((anchor, Item::Adopt { hpan, parked }));
+                }
+            }
+            EnrollEffect::Card | EnrollEffect::Unchanged => {}
+        }
+        (Ok(()), items)
+    }
+
+    /// Takes in what a partition reported: reversal keys to remember or
+    /// forget. Returns the credits to forward, each with its partition.
+    pub fn settle(&mut self, report: &Report) -> Vec<(u16, Item)> {
+        for (key, remember) in &report.settled {
+            self.in_flight.remove(key);
+            if *remember {
+                self.remembered.insert(*key);
+            } else {
+                self.remembered.remove(key);
+            }
+        }
+        report
+            .credits
+            .iter()
+            .map(|c| (self.partition_of(c.citizen), Item::Credit(c.clone())))
+            .collect()
+    }
+
+    /// The partition of a citizen.
+    pub fn partition_of(&self, citizen: CitizenIdx) -> u16 {
+        self.directory.citizen(citizen).partition
+    }
+}

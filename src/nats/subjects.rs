@@ -1,0 +1,109 @@
+//! Every subject of the wire protocol, under one configurable prefix.
+
+use cashback_engine::enrollment::EnrollKind;
+
+/// Builds subjects from the prefix (default `cashback`).
+#[derive(Clone, Debug)]
+pub struct Subjects {
+    /// First token(s) of every subject.
+    prefix: String,
+}
+
+impl Subjects {
+    /// Subjects under `prefix`.
+    pub fn new(prefix: &str) -> Subjects {
+        Subjects {
+            prefix: prefix.to_owned(),
+        }
+    }
+
+    /// `cashback.auth.>`: what payment networks publish to (JetStream).
+    pub fn auth_filter(&self) -> String {
+        format!("{}.auth.>", self.prefix)
+    }
+
+    /// `cashback.auth.<acquirer_code>`.
+    pub fn auth(&self, acquirer_code: &str) -> String {
+        format!("{}.auth.{acquirer_code}", self.prefix)
+    }
+
+    /// `cashback.journal.>`: the enrollment journal, in the same stream as the
+    /// authorizations so that both form one ordered log.
+    pub fn journal_filter(&self) -> String {
+        format!("{}.journal.>", self.prefix)
+    }
+
+    /// `cashback.journal.enroll`: where the engine journals enrollments.
+    pub fn journal(&self) -> String {
+        format!("{}.journal.enroll", self.prefix)
+    }
+
+    /// Whether `subject` is an authorization.
+    pub fn is_auth(&self, subject: &str) -> bool {
+        subject
+            .strip_prefix(self.prefix.as_str())
+            .is_some_and(|rest| rest.starts_with(".auth."))
+    }
+
+    /// Whether `subject` is the enrollment journal.
+    pub fn is_journal(&self, subject: &str) -> bool {
+        subject
+            .strip_prefix(self.prefix.as_str())
+            .is_some_and(|rest| rest.starts_with(".journal."))
+    }
+
+    /// `cashback.enroll.*`: enrollment requests.
+    pub fn enroll_filter(&self) -> String {
+        format!("{}.enroll.*", self.prefix)
+    }
+
+    /// `cashback.enroll.<kind>`.
+    pub fn enroll(&self, kind: EnrollKind) -> String {
+        format!("{}.enroll.{}", self.prefix, kind.token())
+    }
+
+    /// The enrollment kind of a request subject.
+    pub fn enroll_kind(&self, subject: &str) -> Option<EnrollKind> {
+        let token = subject
+            .strip_prefix(self.prefix.as_str())?
+            .strip_prefix(".enroll.")?;
+        EnrollKind::ALL
+            .iter()
+            .find(|(_, t)| *t == token)
+            .map(|(k, _)| *k)
+    }
+
+    /// `cashback.query.citizen`.
+    pub fn query_citizen(&self) -> String {
+        format!("{}.query.citizen", self.prefix)
+    }
+
+    /// `cashback.rejected.<reason>`.
+    pub fn rejected(&self, reason: &str) -> String {
+        format!("{}.rejected.{reason}", self.prefix)
+    }
+
+    /// `cashback.rejected.>`.
+    pub fn rejected_filter(&self) -> String {
+        format!("{}.rejected.>", self.prefix)
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn subjects() {
+        let s = Subjects::new("cashback");
+        assert!(s.is_auth("cashback.auth.32875"));
+        assert!(!s.is_auth("cashbackx.auth.1"));
+        assert!(s.is_journal(&s.journal()));
+        assert_eq!(
+            s.enroll_kind("cashback.enroll.card_remove"),
+            Some(EnrollKind::CardRemove)
+        );
+        assert_eq!(s.enroll_kind("cashback.enroll.nope"), None);
+        assert_eq!(s.enroll(EnrollKind::Citizen), "cashback.enroll.citizen");
+    }
+}

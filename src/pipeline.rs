@@ -1,0 +1,423 @@
+//! The ingest pipeline: reads the log (authorizations and enrollment journal)
+//! in stream order from JetStream, decodes, routes, and hands batches to the
+//! citizen shards; then publishes what the shards report.
+//!
+//! One authorization's path: `next_message` (JetStream ordered consumer) ->
+//! `on_authorization` (decode, `Router::route`) -> `pending` batch of its
+//! shard -> `flush` (`Addr::send`) -> `CitizenShard` applies it -> `complete`
+//! (rejections published, counters, enrollment replies).
+//!
+//! The log is read with an ordered consumer from the first sequence: the
+//! engine's state is a deterministic function of the log, so a restart
+//! rebuilds it by replay. No per-message acks: progress is the stream
+//! position, which is what makes consuming cheap.
+
+use crate::nats::subjects::Subjects;
+use crate::progress::Progress;
+use crate::rejections::RejectionPublisher;
+use crate::waiters::{EnrollOutcome, Waiters, REPLY_TOKEN_HEADER};
+use actix::{Addr, MailboxError};
+use anyhow::{bail, Context, Result};
+use async_nats::jetstream::{self, consumer, stream::Stream as JsStream};
+use bytes::Bytes;
+use cashback_actors::{CitizenShard, ShardBatch};
+use cashback_engine::authorization::Decoder;
+use cashback_engine::enrollment::EnrollCommand;
+use cashback_engine::item::{Item, LateRejection, Origin, Report};
+use cashback_engine::router::{Position, Routed, Router};
+use cashback_engine::time::Timestamp;
+use futures::future::{join_all, JoinAll};
+use futures::{FutureExt, StreamExt};
+use std::collections::VecDeque;
+use std::future::Future;
+use std::pin::Pin;
+use std::sync::atomic::Ordering::Relaxed;
+use std::sync::Arc;
+use tokio::sync::watch;
+
+/// Shard replies of one flush.
+type Replies = JoinAll<actix::dev::Request<CitizenShard, ShardBatch>>;
+
+/// One flush on its way through the shards.
+struct Flight {
+    /// Every shard's report, in shard order.
+    replies: Pin<Box<Replies>>,
+    /// Enrollment replies to send once the flight is applied.
+    enrollments: Vec<(String, EnrollOutcome)>,
+    /// The last stream sequence included.
+    last_seq: u64,
+    /// Broker time of the messages, for the apply-latency histogram.
+    broker_times: Vec<Timestamp>,
+}
+
+/// Everything the pipeline needs.
+pub struct Pipeline {
+    /// Validates authorizations.
+    decoder: Decoder,
+    /// Decides and routes.
+    router: Router,
+    /// The shard actors; partition `p` belongs to shard `p % shards.len()`.
+    shards: Vec<Addr<CitizenShard>>,
+    /// Largest batch per flush.
+    batch_size: usize,
+    /// Subject names.
+    subjects: Subjects,
+    /// The log.
+    stream: JsStream,
+    /// Rejection output.
+    rejections: RejectionPublisher,
+    /// Enrollment replies.
+    waiters: Arc<Waiters>,
+    /// Shared counters.
+    progress: Arc<Progress>,
+    /// Items waiting for the next flush, per shard.
+    pending: Vec<Vec<(u16, Item)>>,
+    /// Items in `pending`.
+    pending_items: usize,
+    /// Enrollment outcomes waiting for the next flush.
+    pending_enrollments: Vec<(String, EnrollOutcome)>,
+    /// Broker times of the authorizations in `pending` (a sample: one per message).
+    pending_times: Vec<Timestamp>,
+    /// Last sequence read.
+    last_seq: u64,
+    /// Broker time at the last tick sent to the partitions.
+    last_tick: Timestamp,
+    /// Flushes in flight, oldest first.
+    flights: VecDeque<Flight>,
+}
+
+/// How a batch of shard work ended, when it failed.
+fn mailbox_failure(e: MailboxError) -> anyhow::Error {
+    anyhow::anyhow!("a citizen shard is gone ({e}); restart the engine to replay the log")
+}
+
+impl Pipeline {
+    /// A pipeline over an empty state.
+    #[allow(clippy::too_many_arguments)]
+    pub fn new(
+        decoder: Decoder,
+        router: Router,
+        shards: Vec<Addr<CitizenShard>>,
+        batch_size: usize,
+        subjects: Subjects,
+        stream: JsStream,
+        rejections: RejectionPublisher,
+        waiters: Arc<Waiters>,
+        progress: Arc<Progress>,
+    ) -> Pipeline {
+        let n = shards.len();
+        Pipeline {
+            decoder,
+            router,
+            shards,
+            batch_size,
+            subjects,
+            stream,
+            rejections,
+            waiters,
+            progress,
+            pending: (0..n).map(|_| Vec::new()).collect(),
+            pending_items: 0,
+            pending_enrollments: Vec::new(),
+            pending_times: Vec::new(),
+            last_seq: 0,
+            last_tick: Timestamp::default(),
+            flights: VecDeque::new(),
+        }
+    }
+
+    /// Runs until `shutdown` turns true, then drains what is in flight.
+    pub async fn run(mut self, mut shutdown: watch::Receiver<bool>) -> Result<()> {
+        let consumer = self
+            .stream
+            .create_consumer(consumer::pull::OrderedConfig {
+                deliver_policy: consumer::DeliverPolicy::All,
+                ..Default::default()
+            })
+            .await
+            .context("cannot create the ordered consumer")?;
+        let mut messages = consumer
+            .messages()
+            .await
+            .context("cannot read the stream")?;
+        let replay_until = self.stream.info().await?.state.last_sequence;
+        self.progress.stream_last_seq.store(replay_until, Relaxed);
+        if replay_until == 0 {
+            self.progress.replayed.store(true, Relaxed);
+        }
+        tracing::info!(replay_until, "replaying the log");
+        loop {
+            if *shutdown.borrow() {
+                break;
+            }
+            let oldest = self.flights.front_mut().map(|f| &mut f.replies);
+            tokio::select! {
+                biased;
+                _ = shutdown.changed() => {}
+                reports = maybe(oldest) => {
+                    let flight = self.flights.pop_front().expect("awaited a flight");
+                    self.complete(flight, reports).await?;
+                }
+                next = messages.next() => {
+                    let Some(first) = next else { bail!("the stream consumer ended") };
+                    self.on_message(first.context("reading the stream")?).await?;
+                    // Take whatever else is already here, up to a batch.
+                    while self.pending_items < self.batch_size {
+                        match messages.next().now_or_never() {
+                            Some(Some(m)) => self.on_message(m.context("reading the stream")?).await?,
+                            Some(None) => bail!("the stream consumer ended"),
+                            None => break,
+                        }
+                    }
+                    self.flush();
+                    while self.flights.len() >= cashback_actors::shard::MAX_BATCHES_IN_FLIGHT {
+                        self.complete_oldest().await?;
+                    }
+                    if self.last_seq >= replay_until {
+                        self.progress.replayed.store(true, Relaxed);
+                    }
+                }
+            }
+        }
+        tracing::info!("stopping intake; draining work in flight");
+        self.flush();
+        self.settle_all().await?;
+        Ok(())
+    }
+
+    /// Handles one message of the log.
+    async fn on_message(&mut self, msg: jetstream::Message) -> Result<()> {
+        let info = msg
+            .info()
+            .map_err(|e| anyhow::anyhow!("bad JetStream metadata: {e}"))?;
+        let at = Position {
+            seq: info.stream_sequence,
+            broker_time: Timestamp::from_unix_nanos(info.published.unix_timestamp_nanos()),
+        };
+        drop(info);
+        self.last_seq = at.seq;
+        for late in self.router.advance(at.broker_time) {
+            self.publish_late(late).await;
+        }
+        let subject = msg.subject.as_str();
+        if self.subjects.is_auth(subject) {
+            self.on_authorization(at, &msg).await
+        } else if self.subjects.is_journal(subject) {
+            self.on_journal(&msg);
+            Ok(())
+        } else {
+            Ok(())
+        }
+    }
+
+    async fn on_authorization(&mut self, at: Position, msg: &jetstream::Message) -> Result<()> {
+        self.progress.authorizations.fetch_add(1, Relaxed);
+        let subject = msg.subject.as_str();
+        let auth = match self.decoder.decode(&msg.payload, at.broker_time) {
+            Ok(a) => a,
+            Err(rejection) => {
+                self.rejections
+                    .publish(at.seq, subject, &msg.payload, &rejection)
+                    .await;
+                return Ok(());
+            }
+        };
+        loop {
+            let origin = || Origin {
+                subject: subject.into(),
+                payload: msg.payload.clone(),
+            };
+            match self.router.route(at, &auth, origin) {
+                Routed::Reject(rejection) => {
+                    self.rejections
+                        .publish(at.seq, subject, &msg.payload, &rejection)
+                        .await;
+                }
+                Routed::Forward(partition, item) => {
+                    self.pending_times.push(at.broker_time);
+                    self.push(partition, item);
+                }
+                Routed::ParkedHere => {
+                    self.progress.reversals_parked.fetch_add(1, Relaxed);
+                    metrics::counter!("cashback_authorizations_total", "outcome" => "reversal_parked")
+                        .increment(1);
+                }
+                Routed::Wait => {
+                    // A re-send of a reversal still being judged: let every
+                    // shard finish, then decide it against the settled state.
+                    self.flush();
+                    self.settle_all().await?;
+                    continue;
+                }
+            }
+            return Ok(());
+        }
+    }
+
+    fn on_journal(&mut self, msg: &jetstream::Message) {
+        let token = msg
+            .headers
+            .as_ref()
+            .and_then(|h| h.get(REPLY_TOKEN_HEADER))
+            .map(|v| v.as_str().to_owned());
+        let outcome = match EnrollCommand::from_journal(&msg.payload) {
+            Ok(cmd) => {
+                let (outcome, items) = self.router.enroll(&cmd);
+                for (partition, item) in items {
+                    self.push(partition, item);
+                }
+                self.progress.enrollments.fetch_add(1, Relaxed);
+                self.progress
+                    .citizens
+                    .store(self.router.directory().citizen_count() as u64, Relaxed);
+                outcome
+            }
+            Err(e) => {
+                tracing::error!(error = %e.message, "unreadable enrollment journal entry skipped");
+                Err(e)
+            }
+        };
+        if let Some(token) = token {
+            self.pending_enrollments.push((token, outcome));
+        }
+    }
+
+    fn push(&mut self, partition: u16, item: Item) {
+        let shard = partition as usize % self.shards.len();
+        self.pending[shard].push((partition, item));
+        self.pending_items += 1;
+    }
+
+    /// Sends every pending batch to its shard as one flight.
+    fn flush(&mut self) {
+        if self.pending_items == 0 && self.pending_enrollments.is_empty() {
+            return;
+        }
+        let now = self.router.now();
+        if now.unix_secs() > self.last_tick.unix_secs() {
+            // Let idle partitions expire their parked reversals too.
+            self.last_tick = now;
+            for shard in 0..self.shards.len() {
+                let mut p = shard as u16;
+                while (p as usize) < self.partition_count() {
+                    self.pending[shard].push((p, Item::Tick(now)));
+                    p += self.shards.len() as u16;
+                }
+            }
+        }
+        let requests = self
+            .pending
+            .iter_mut()
+            .enumerate()
+            .filter(|(_, items)| !items.is_empty())
+            .map(|(i, items)| {
+                self.shards[i].send(ShardBatch {
+                    items: std::mem::take(items),
+                })
+            })
+            .collect::<Vec<_>>();
+        self.pending_items = 0;
+        self.flights.push_back(Flight {
+            replies: Box::pin(join_all(requests)),
+            enrollments: std::mem::take(&mut self.pending_enrollments),
+            last_seq: self.last_seq,
+            broker_times: std::mem::take(&mut self.pending_times),
+        });
+    }
+
+    fn partition_count(&self) -> usize {
+        self.router.directory().partitions() as usize
+    }
+
+    async fn complete_oldest(&mut self) -> Result<()> {
+        if let Some(mut flight) = self.flights.pop_front() {
+            let reports = (&mut flight.replies).await;
+            self.complete(flight, reports).await?;
+        }
+        Ok(())
+    }
+
+    /// Waits for every flight, including the ones that settling creates
+    /// (credits for other partitions), until nothing is in flight.
+    async fn settle_all(&mut self) -> Result<()> {
+        loop {
+            while !self.flights.is_empty() {
+                self.complete_oldest().await?;
+            }
+            if self.pending_items == 0 && self.pending_enrollments.is_empty() {
+                return Ok(());
+            }
+            self.flush();
+        }
+    }
+
+    async fn complete(
+        &mut self,
+        flight: Flight,
+        reports: Vec<Result<Report, MailboxError>>,
+    ) -> Result<()> {
+        let applied_at = Timestamp::now();
+        for report in reports {
+            let report = report.map_err(mailbox_failure)?;
+            for (partition, item) in self.router.settle(&report) {
+                self.push(partition, item);
+            }
+            self.progress.counted.fetch_add(report.payments, Relaxed);
+            self.progress
+                .reversals_applied
+                .fetch_add(report.reversals_applied, Relaxed);
+            self.progress
+                .reversals_parked
+                .fetch_add(report.reversals_parked, Relaxed);
+            metrics::counter!("cashback_authorizations_total", "outcome" => "counted")
+                .increment(report.payments);
+            metrics::counter!("cashback_authorizations_total", "outcome" => "reversal_applied")
+                .increment(report.reversals_applied);
+            metrics::counter!("cashback_authorizations_total", "outcome" => "reversal_parked")
+                .increment(report.reversals_parked);
+            for late in report.rejections {
+                self.publish_late(late).await;
+            }
+        }
+        for (token, outcome) in flight.enrollments {
+            self.waiters.complete(&token, outcome);
+        }
+        let histogram = metrics::histogram!("cashback_apply_latency_seconds");
+        for t in &flight.broker_times {
+            let secs = (applied_at.unix_nanos() - t.unix_nanos()) as f64 / 1e9;
+            histogram.record(secs.max(0.0));
+        }
+        self.progress
+            .applied_seq
+            .fetch_max(flight.last_seq, Relaxed);
+        Ok(())
+    }
+
+    /// Publishes a rejection decided after routing. Without an origin (a
+    /// payment set aside after repeated panics) the original message is read
+    /// back from the stream by its sequence.
+    async fn publish_late(&self, late: LateRejection) {
+        let (subject, payload): (String, Bytes) = match late.origin {
+            Some(o) => (o.subject.to_string(), o.payload),
+            None => match self.stream.get_raw_message(late.seq).await {
+                Ok(m) => (m.subject.to_string(), m.payload),
+                Err(e) => {
+                    tracing::warn!(seq = late.seq, error = %e, "cannot read back a rejected message");
+                    (String::new(), Bytes::new())
+                }
+            },
+        };
+        self.rejections
+            .publish(late.seq, &subject, &payload, &late.rejection)
+            .await;
+    }
+}
+
+/// Awaits the future when there is one; pends forever otherwise (a disabled
+/// `select!` branch).
+async fn maybe<F: Future + Unpin>(f: Option<&mut F>) -> F::Output {
+    match f {
+        Some(f) => f.await,
+        None => std::future::pending().await,
+    }
+}

@@ -1,0 +1,218 @@
+//! `cashback serve`: wires NATS, the shards, the pipeline and the services,
+//! and shuts them down in order.
+
+use crate::config::Config;
+use crate::nats::embedded::NatsServer;
+use crate::nats::stream::ensure_stream;
+use crate::nats::subjects::Subjects;
+use crate::pipeline::Pipeline;
+use crate::progress::Progress;
+use crate::rejections::RejectionPublisher;
+use crate::services::query::QueryContext;
+use crate::services::{enrollment, query};
+use crate::waiters::Waiters;
+use actix::{Arbiter, Supervisor};
+use anyhow::{Context, Result};
+use async_nats::jetstream;
+use cashback_actors::CitizenShard;
+use cashback_engine::authorization::Decoder;
+use cashback_engine::router::Router;
+use std::sync::atomic::Ordering::Relaxed;
+use std::sync::Arc;
+use std::time::Duration;
+use tokio::sync::watch;
+
+/// Options of `serve` beyond the configuration file.
+#[derive(Clone, Debug, Default)]
+pub struct ServeOptions {
+    /// Print a status line every second.
+    pub status: bool,
+    /// Also run the built-in demo traffic.
+    pub demo: bool,
+}
+
+/// Runs the engine until SIGTERM or Ctrl-C.
+pub fn run(config: Config, options: ServeOptions) -> Result<()> {
+    let system = actix::System::new();
+    let result = system.block_on(serve(config, options));
+    actix::System::current().stop();
+    result
+}
+
+async fn serve(config: Config, options: ServeOptions) -> Result<()> {
+    let periods = Arc::new(config.periods()?);
+    let progress = Arc::new(Progress::default());
+    let handle = crate::metrics::install()?;
+    let metrics_addr = crate::metrics::serve(
+        &config.metrics_listen,
+        handle,
+        progress.clone(),
+        config.health_max_lag,
+    )
+    .await?;
+    tracing::info!(%metrics_addr, "serving /metrics and /health");
+
+    // With no URL, run our own nats-server, stopped when `embedded` drops.
+    let mut embedded = None;
+    let url = if config.nats_url.is_empty() {
+        let bin = NatsServer::locate(&config.nats_server_bin)?;
+        let server = NatsServer::start(
+            &bin,
+            config.embedded_nats_port,
+            &config.data_dir.join("nats"),
+        )?;
+        let url = server.url().to_owned();
+        println!(
+            "embedded nats-server {} at {url} (store {}; open on loopback only)",
+            bin.display(),
+            config.data_dir.join("nats").display()
+        );
+        embedded = Some(server);
+        url
+    } else {
+        config.nats_url.clone()
+    };
+
+    let events = progress.clone();
+    let client = async_nats::ConnectOptions::new()
+        .name("cashback-engine")
+        .retry_on_initial_connect()
+        .event_callback(move |event| {
+            let events = events.clone();
+            async move {
+                match event {
+                    async_nats::Event::Connected => events.connected.store(true, Relaxed),
+                    async_nats::Event::Disconnected => events.connected.store(false, Relaxed),
+                    other => tracing::warn!(event = %other, "nats"),
+                }
+            }
+        })
+        .connect(&url)
+        .await
+        .with_context(|| format!("cannot connect to NATS at {url}"))?;
+    progress.connected.store(true, Relaxed);
+    let js = jetstream::new(client.clone());
+    let subjects = Subjects::new(&config.subject_prefix);
+    let stream = ensure_stream(&js, &config, &subjects).await?;
+
+    let mut arbiters = Vec::new();
+    let shards: Vec<_> = (0..config.shards)
+        .map(|i| {
+            let arbiter = Arbiter::new();
+            let (periods, park) = (periods.clone(), config.reversal_park_days);
+            let addr = Supervisor::start_in_arbiter(&arbiter.handle(), move |_| {
+                CitizenShard::new(i, periods, park)
+            });
+            arbiters.push(arbiter);
+            addr
+        })
+        .collect();
+
+    let (stop_tx, stop_rx) = watch::channel(false);
+    tokio::spawn(async move {
+        wait_for_signal().await;
+        tracing::info!("shutdown requested");
+        let _ = stop_tx.send(true);
+    });
+
+    let waiters = Arc::new(Waiters::default());
+    let decoder = Decoder {
+        fault_injection: std::env::var("CASHBACK_FAULT_INJECTION").is_ok_and(|v| v == "1"),
+    };
+    if decoder.fault_injection {
+        tracing::warn!("fault injection is ON (CASHBACK_FAULT_INJECTION=1): test use only");
+    }
+    let pipeline = Pipeline::new(
+        decoder,
+        Router::new(
+            config.partitions,
+            periods.clone(),
+            config.reversal_park_days,
+        ),
+        shards.clone(),
+        config.batch_size,
+        subjects.clone(),
+        stream.clone(),
+        RejectionPublisher::new(client.clone(), subjects.clone(), progress.clone()),
+        waiters.clone(),
+        progress.clone(),
+    );
+
+    let mut services = tokio::task::JoinSet::new();
+    services.spawn(enrollment::serve(
+        client.clone(),
+        js.clone(),
+        subjects.clone(),
+        waiters,
+        stop_rx.clone(),
+    ));
+    services.spawn(query::serve(
+        client.clone(),
+        subjects.clone(),
+        QueryContext {
+            shards: shards.clone(),
+            partitions: config.partitions,
+            periods: periods.clone(),
+        },
+        stop_rx.clone(),
+    ));
+    tokio::spawn(watch_lag(stream.clone(), progress.clone(), stop_rx.clone()));
+    if options.status {
+        tokio::spawn(crate::status::run(progress.clone(), stop_rx.clone()));
+    }
+    if options.demo {
+        let (url, periods, prefix) = (url.clone(), periods.clone(), config.subject_prefix.clone());
+        let stop = stop_rx.clone();
+        tokio::spawn(async move {
+            if let Err(e) = crate::demo::run(&url, &prefix, &periods, stop).await {
+                tracing::error!(error = %e, "demo traffic stopped");
+            }
+        });
+    }
+    println!("cashback engine serving on {url} (stream {}, {} shards, metrics http://{metrics_addr}/metrics)",
+        config.stream_name, config.shards);
+
+    let outcome = pipeline.run(stop_rx).await;
+    while let Some(done) = services.join_next().await {
+        if let Ok(Err(e)) = done {
+            tracing::warn!(error = %e, "service ended with an error");
+        }
+    }
+    let _ = client.flush().await;
+    for arbiter in arbiters {
+        arbiter.stop();
+    }
+    drop(embedded);
+    outcome
+}
+
+/// Keeps `stream_last_seq` (hence lag) current.
+async fn watch_lag(
+    mut stream: async_nats::jetstream::stream::Stream,
+    progress: Arc<Progress>,
+    mut shutdown: watch::Receiver<bool>,
+) {
+    let mut tick = tokio::time::interval(Duration::from_millis(500));
+    loop {
+        tokio::select! {
+            _ = shutdown.changed() => return,
+            _ = tick.tick() => {}
+        }
+        if let Ok(info) = stream.info().await {
+            progress
+                .stream_last_seq
+                .fetch_max(info.state.last_sequence, Relaxed);
+            metrics::gauge!("cashback_stream_lag_messages").set(progress.lag() as f64);
+        }
+    }
+}
+
+/// Resolves on SIGTERM or Ctrl-C.
+async fn wait_for_signal() {
+    use tokio::signal::unix::{signal, SignalKind};
+    let mut term = signal(SignalKind::terminate()).expect("SIGTERM handler");
+    tokio::select! {
+        _ = tokio::signal::ctrl_c() => {}
+        _ = term.recv() => {}
+    }
+}
