@@ -140,10 +140,11 @@ async fn respond(
         ),
         "/health" => {
             let body = format!(
-                "{{\"connected\":{},\"replayed\":{},\"lag\":{}}}\n",
+                "{{\"connected\":{},\"replayed\":{},\"lag\":{},\"applied_seq\":{}}}\n",
                 progress.connected.load(Relaxed),
                 progress.replayed.load(Relaxed),
-                progress.lag()
+                progress.lag(),
+                progress.applied_seq.load(Relaxed)
             );
             if healthy(progress, max_lag) {
                 ("200 OK", "application/json", body)

@@ -80,8 +80,10 @@ pub struct Pipeline {
     pending_times: Vec<Timestamp>,
     /// Last sequence read.
     last_seq: u64,
-    /// Broker time at the last tick sent to the partitions.
-    last_tick: Timestamp,
+    /// Last sequence included in a flight: a flight is due whenever reading
+    /// moved past it, even if every message since was rejected on the spot
+    /// (their position must still become "applied").
+    flushed_seq: u64,
     /// Flushes in flight, oldest first.
     flights: VecDeque<Flight>,
 }
@@ -121,7 +123,7 @@ impl Pipeline {
             pending_enrollments: Vec::new(),
             pending_times: Vec::new(),
             last_seq: 0,
-            last_tick: Timestamp::default(),
+            flushed_seq: 0,
             flights: VecDeque::new(),
         }
     }
@@ -157,6 +159,8 @@ impl Pipeline {
                 reports = maybe(oldest) => {
                     let flight = self.flights.pop_front().expect("awaited a flight");
                     self.complete(flight, reports).await?;
+                    // Credits for other partitions must not wait for traffic.
+                    self.flush();
                 }
                 next = messages.next() => {
                     let Some(first) = next else { bail!("the stream consumer ended") };
@@ -196,8 +200,12 @@ impl Pipeline {
         };
         drop(info);
         self.last_seq = at.seq;
-        for late in self.router.advance(at.broker_time) {
+        let (expired, ticks) = self.router.advance(at.broker_time);
+        for late in expired {
             self.publish_late(late).await;
+        }
+        for (partition, tick) in ticks {
+            self.push(partition, tick);
         }
         let subject = msg.subject.as_str();
         if self.subjects.is_auth(subject) {
@@ -290,21 +298,13 @@ impl Pipeline {
 
     /// Sends every pending batch to its shard as one flight.
     fn flush(&mut self) {
-        if self.pending_items == 0 && self.pending_enrollments.is_empty() {
+        if self.pending_items == 0
+            && self.pending_enrollments.is_empty()
+            && self.last_seq <= self.flushed_seq
+        {
             return;
         }
-        let now = self.router.now();
-        if now.unix_secs() > self.last_tick.unix_secs() {
-            // Let idle partitions expire their parked reversals too.
-            self.last_tick = now;
-            for shard in 0..self.shards.len() {
-                let mut p = shard as u16;
-                while (p as usize) < self.partition_count() {
-                    self.pending[shard].push((p, Item::Tick(now)));
-                    p += self.shards.len() as u16;
-                }
-            }
-        }
+        self.flushed_seq = self.last_seq;
         let requests = self
             .pending
             .iter_mut()
@@ -323,10 +323,6 @@ impl Pipeline {
             last_seq: self.last_seq,
             broker_times: std::mem::take(&mut self.pending_times),
         });
-    }
-
-    fn partition_count(&self) -> usize {
-        self.router.directory().partitions() as usize
     }
 
     async fn complete_oldest(&mut self) -> Result<()> {
@@ -387,9 +383,13 @@ impl Pipeline {
             let secs = (applied_at.unix_nanos() - t.unix_nanos()) as f64 / 1e9;
             histogram.record(secs.max(0.0));
         }
-        self.progress
-            .applied_seq
-            .fetch_max(flight.last_seq, Relaxed);
+        if self.pending_items == 0 {
+            // Otherwise the flight's credits are still to apply; the flight
+            // that carries them records the position.
+            self.progress
+                .applied_seq
+                .fetch_max(flight.last_seq, Relaxed);
+        }
         Ok(())
     }
 

@@ -11,7 +11,7 @@
 //! mailbox (no message lost), and `Supervised::restarting` rebuilds every
 //! derived index from the primary state before the next message.
 
-use cashback_engine::item::{Item, LateRejection, Report};
+use cashback_engine::item::{Item, LateRejection, Report, Settled};
 use cashback_engine::ledger::Ledger;
 use cashback_engine::reason::{Reason, Rejection};
 use std::panic::{catch_unwind, AssertUnwindSafe};
@@ -47,7 +47,7 @@ pub fn apply_supervised(ledger: &mut Ledger, item: &Item, report: &mut Report) -
                 tracing::error!(partition = ledger.partition(), attempt, %why, "shard item panicked");
                 if attempt >= MAX_ATTEMPTS {
                     if let Some((seq, key)) = item.message() {
-                        report.settled.push((key, false));
+                        report.settled.push(Settled::Forget(key));
                         report.rejections.push(LateRejection {
                             seq,
                             rejection: Rejection::new(

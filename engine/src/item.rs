@@ -31,7 +31,7 @@ pub struct PaymentItem {
     pub key: u128,
     /// Broker receive time of this message: the clock of every rule.
     pub broker_time: Timestamp,
-    /// The latest broker time seen so far, for expiring parked reversals.
+    /// Broker time of the message being processed, for expiring parked reversals.
     pub now: Timestamp,
     /// The card, whose payments live in this partition.
     pub hpan: Hpan,
@@ -78,7 +78,7 @@ pub struct Reversal {
 pub struct ReversalItem {
     /// The reversal.
     pub reversal: Reversal,
-    /// The latest broker time seen so far.
+    /// Broker time of the message being processed.
     pub now: Timestamp,
     /// The card.
     pub hpan: Hpan,
@@ -164,14 +164,35 @@ pub struct LateRejection {
     pub origin: Option<Origin>,
 }
 
+/// The fate of a reversal's de-duplication key, as a partition reports it.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum Settled {
+    /// Applied: remember the key for good.
+    Remember(u128),
+    /// Rejected or set aside: forget it, a re-send is judged afresh.
+    Forget(u128),
+    /// Parked: remember it until `deadline` (broker time), when the reversal
+    /// expires and its key is forgotten. The router tracks the deadline so that
+    /// expiry happens at the first message past it, whatever its partition.
+    Parked {
+        /// The key.
+        key: u128,
+        /// When the wait ends.
+        deadline: Timestamp,
+        /// Where it waits.
+        partition: u16,
+    },
+}
+
 /// What a partition did with a batch of items.
 #[derive(Clone, Debug, Default, PartialEq, Eq)]
 pub struct Report {
     /// Reversals rejected (now, or after waiting).
     pub rejections: Vec<LateRejection>,
-    /// Reversal keys whose fate is now known: `true` to remember (applied or
-    /// parked), `false` to forget (rejected).
-    pub settled: Vec<(u128, bool)>,
+    /// Reversal keys whose fate is now known, in decision order. (Expiry of a
+    /// parked reversal reports nothing here: the router forgets the key on
+    /// its own at the deadline.)
+    pub settled: Vec<Settled>,
     /// Credits for citizens of other partitions.
     pub credits: Vec<Credit>,
     /// Payments recorded.

@@ -11,7 +11,7 @@
 use crate::authorization::Hpan;
 use crate::directory::CitizenIdx;
 use crate::item::{
-    CitizenFacts, Credit, Item, LateRejection, PaymentItem, Report, Reversal, ReversalItem,
+    CitizenFacts, Credit, Item, LateRejection, PaymentItem, Report, Reversal, ReversalItem, Settled,
 };
 use crate::money::score;
 use crate::period::{PeriodIdx, Periods};
@@ -371,14 +371,18 @@ impl Ledger {
     fn commit_verdict(&mut self, hpan: &Hpan, r: Reversal, verdict: Verdict, report: &mut Report) {
         match verdict {
             Verdict::Park => {
-                self.expiry
-                    .insert((r.broker_time.plus_secs(self.park_secs), r.seq, *hpan));
-                report.settled.push((r.key, true));
+                let deadline = r.broker_time.plus_secs(self.park_secs);
+                self.expiry.insert((deadline, r.seq, *hpan));
+                report.settled.push(Settled::Parked {
+                    key: r.key,
+                    deadline,
+                    partition: self.partition,
+                });
                 report.reversals_parked += 1;
                 self.cards.entry(*hpan).or_default().parked.push_back(r);
             }
             Verdict::Reject(rejection) => {
-                report.settled.push((r.key, false));
+                report.settled.push(Settled::Forget(r.key));
                 report.rejections.push(LateRejection {
                     seq: r.seq,
                     rejection,
@@ -400,14 +404,15 @@ impl Ledger {
                     cashback: after - before,
                     trx_date: None,
                 };
-                report.settled.push((r.key, true));
+                report.settled.push(Settled::Remember(r.key));
                 report.reversals_applied += 1;
                 self.credit(credit, report);
             }
         }
     }
 
-    /// Rejects every parked reversal whose wait ended at or before `now`.
+    /// Rejects every parked reversal whose wait ended at or before `now`. The
+    /// router forgets their keys by itself at the same instant.
     fn expire(&mut self, now: Timestamp, report: &mut Report) {
         while let Some(&(deadline, seq, hpan)) = self.expiry.first() {
             if deadline > now {
@@ -421,7 +426,6 @@ impl Ledger {
                 continue;
             };
             let r = book.parked.remove(pos).expect("position found");
-            report.settled.push((r.key, false));
             report.rejections.push(LateRejection {
                 seq: r.seq,
                 rejection: Rejection::new(

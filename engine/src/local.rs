@@ -40,8 +40,7 @@ impl LocalEngine {
 
     /// Applies one authorization message.
     pub fn authorization(&mut self, at: Position, subject: &str, payload: &[u8]) {
-        let expired = self.router.advance(at.broker_time);
-        self.late(expired);
+        self.advance(at);
         let auth = match self.decoder.decode(payload, at.broker_time) {
             Ok(a) => a,
             Err(r) => return self.rejections.push((at.seq, r)),
@@ -60,8 +59,7 @@ impl LocalEngine {
 
     /// Applies one enrollment journal entry.
     pub fn enroll(&mut self, at: Position, cmd: &EnrollCommand) -> Result<(), EnrollError> {
-        let expired = self.router.advance(at.broker_time);
-        self.late(expired);
+        self.advance(at);
         let (result, items) = self.router.enroll(cmd);
         self.deliver(items);
         result
@@ -75,6 +73,12 @@ impl LocalEngine {
         self.ledgers[partition as usize]
             .citizen_by_id(citizen_id)
             .map(|c| c.standing(p))
+    }
+
+    fn advance(&mut self, at: Position) {
+        let (expired, ticks) = self.router.advance(at.broker_time);
+        self.late(expired);
+        self.deliver(ticks);
     }
 
     fn late(&mut self, rejections: Vec<LateRejection>) {

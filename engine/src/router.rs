@@ -15,7 +15,7 @@ use crate::authorization::{Authorization, Hpan, Operation};
 use crate::directory::{CitizenIdx, Directory, EnrollEffect, Owner};
 use crate::enrollment::{EnrollCommand, EnrollError};
 use crate::item::{
-    CitizenFacts, Item, LateRejection, Origin, PaymentItem, Report, Reversal, ReversalItem,
+    CitizenFacts, Item, LateRejection, Origin, PaymentItem, Report, Reversal, ReversalItem, Settled,
 };
 use crate::period::Periods;
 use crate::reason::{Reason, Rejection};
@@ -89,7 +89,12 @@ pub struct Router {
     orphans: HashMap<Hpan, Vec<Reversal>>,
     /// Their deadlines.
     orphan_expiry: BTreeSet<(Timestamp, u64, Hpan)>,
-    /// The latest broker time seen: the clock for expiring parked reversals.
+    /// Keys of reversals parked in a partition: their deadline and partition.
+    parked: HashMap<u128, (Timestamp, u16), BuildHasherDefault<FoldHasher>>,
+    /// The same, by deadline (entries whose key left `parked` are skipped).
+    parked_expiry: BTreeSet<(Timestamp, u128)>,
+    /// Broker time of the message being processed: the clock for expiring
+    /// parked reversals (RULES.md: "a processed message's broker time").
     now: Timestamp,
 }
 
@@ -104,6 +109,8 @@ impl Router {
             in_flight: KeySet::default(),
             orphans: HashMap::new(),
             orphan_expiry: BTreeSet::new(),
+            parked: HashMap::default(),
+            parked_expiry: BTreeSet::new(),
             now: Timestamp::default(),
         }
     }
@@ -123,15 +130,34 @@ impl Router {
         !self.in_flight.is_empty()
     }
 
-    /// The latest broker time seen.
+    /// Broker time of the message being processed.
     pub fn now(&self) -> Timestamp {
         self.now
     }
 
-    /// Moves the clock to a message's broker time and rejects the orphan
-    /// reversals whose wait is over. Call before routing each message.
-    pub fn advance(&mut self, broker_time: Timestamp) -> Vec<LateRejection> {
-        self.now = self.now.max(broker_time);
+    /// Moves the clock to a message's broker time. Reversals whose wait is
+    /// over expire now: orphans here (returned as rejections), parked ones in
+    /// their partition (returned as `Tick` items to deliver before anything
+    /// else); either way their keys are forgotten at once, so a re-send from
+    /// this message on is judged afresh. Call before routing each message.
+    pub fn advance(&mut self, broker_time: Timestamp) -> (Vec<LateRejection>, Vec<(u16, Item)>) {
+        self.now = broker_time;
+        let mut ticks: Vec<(u16, Item)> = Vec::new();
+        while let Some(&(deadline, key)) = self.parked_expiry.first() {
+            if deadline > self.now {
+                break;
+            }
+            self.parked_expiry.pop_first();
+            if let Some(&(d, partition)) = self.parked.get(&key) {
+                if d == deadline {
+                    self.parked.remove(&key);
+                    self.remembered.remove(&key);
+                    if !ticks.iter().any(|(p, _)| *p == partition) {
+                        ticks.push((partition, Item::Tick(self.now)));
+                    }
+                }
+            }
+        }
         let mut expired = Vec::new();
         while let Some(&(deadline, seq, hpan)) = self.orphan_expiry.first() {
             if deadline > self.now {
@@ -161,7 +187,7 @@ impl Router {
                 origin: Some(r.origin),
             });
         }
-        expired
+        (expired, ticks)
     }
 
     /// Decides or routes one valid authorization (checks 2 to 4 of RULES.md).
@@ -326,14 +352,12 @@ impl Router {
             }
             EnrollEffect::FirstCard(hpan) => {
                 if let Some(parked) = self.orphans.remove(&hpan) {
-                    for r in &parked {
-                        self.orphan_expiry.remove(&(
-                            r.broker_time.plus_secs(self.park_secs),
-                            r.seq,
-                            hpan,
-                        ));
-                    }
                     let anchor = self.directory.card(&hpan).expect("just enrolled").anchor;
+                    for r in &parked {
+                        let deadline = r.broker_time.plus_secs(self.park_secs);
+                        self.orphan_expiry.remove(&(deadline, r.seq, hpan));
+                        self.track_parked(r.key, deadline, anchor);
+                    }
                     items.push((anchor, Item::Adopt { hpan, parked }));
                 }
             }
@@ -343,21 +367,54 @@ impl Router {
     }
 
     /// Takes in what a partition reported: reversal keys to remember or
-    /// forget. Returns the credits to forward, each with its partition.
+    /// forget. Returns the items to deliver next: credits for other
+    /// partitions, and a tick where a reversal parked already past its
+    /// deadline (possible when the wait is shorter than a batch).
     pub fn settle(&mut self, report: &Report) -> Vec<(u16, Item)> {
-        for (key, remember) in &report.settled {
-            self.in_flight.remove(key);
-            if *remember {
-                self.remembered.insert(*key);
-            } else {
-                self.remembered.remove(key);
+        let mut items = Vec::new();
+        for settled in &report.settled {
+            match *settled {
+                Settled::Remember(key) => {
+                    self.in_flight.remove(&key);
+                    self.parked.remove(&key);
+                    self.remembered.insert(key);
+                }
+                Settled::Forget(key) => {
+                    self.in_flight.remove(&key);
+                    self.parked.remove(&key);
+                    self.remembered.remove(&key);
+                }
+                Settled::Parked {
+                    key,
+                    deadline,
+                    partition,
+                } => {
+                    self.in_flight.remove(&key);
+                    // Strictly before: a later message has been processed
+                    // past the deadline (the reversal's own does not count).
+                    if deadline < self.now {
+                        self.remembered.remove(&key);
+                        items.push((partition, Item::Tick(self.now)));
+                    } else {
+                        self.track_parked(key, deadline, partition);
+                    }
+                }
             }
         }
-        report
-            .credits
-            .iter()
-            .map(|c| (self.partition_of(c.citizen), Item::Credit(c.clone())))
-            .collect()
+        items.extend(
+            report
+                .credits
+                .iter()
+                .map(|c| (self.partition_of(c.citizen), Item::Credit(c.clone()))),
+        );
+        items
+    }
+
+    /// Remembers a parked reversal's key until its deadline.
+    fn track_parked(&mut self, key: u128, deadline: Timestamp, partition: u16) {
+        self.remembered.insert(key);
+        self.parked.insert(key, (deadline, partition));
+        self.parked_expiry.insert((deadline, key));
     }
 
     /// The partition of a citizen.

@@ -1391,7 +1391,7 @@ fn correlation_matching_needs_same_card_acquirer_code_and_acquirer_id() {
 #[test]
 fn parked_reversals_are_applied_when_the_payment_arrives_in_arrival_order() {
     let a = card(0xA);
-    // (first parked, second parked, payment, rejected one, cashback after)
+    // (first parked, second parked, which one the payment leaves rejected, cashback)
     for (first, second, rejected_idx, cashback) in
         [(6000u64, 5000u64, 1usize, "4.00"), (5000, 6000, 1, "5.00")]
     {
@@ -1550,7 +1550,7 @@ fn parked_reversal_expiry_is_triggered_by_a_later_message() {
 /// the card: any processed message's broker time is the clock, whatever its
 /// card, partition or fate (the orphan case above behaves so).
 #[test]
-#[ignore = "engine bug: a reversal parked in a ledger expires only when an item reaches that ledger"]
+
 fn parked_reversal_expiry_is_triggered_by_any_later_message() {
     let mut failures = Vec::new();
     for (name, trigger) in [OTHER_PARTITION, NOT_ENROLLED, INVALID] {
@@ -1587,7 +1587,7 @@ fn resend_of_an_expired_orphan_reversal_is_judged_afresh() {
 }
 
 #[test]
-#[ignore = "engine bug: the dedup check runs before a ledger-parked reversal's expiry"]
+
 fn resend_of_an_expired_parked_reversal_is_judged_afresh() {
     resend_after_expiry(false);
 }

@@ -1,0 +1,352 @@
+//! Test harness: a real nats-server (2.15.1, project-local install) on a free
+//! loopback port with its own temporary store, and the real `cashback`
+//! binary as a child process. Never a mock.
+
+#![allow(dead_code)]
+
+use async_nats::jetstream;
+use async_nats::HeaderMap;
+use cashback::nats::embedded::NatsServer;
+use chrono::{Days, NaiveDate};
+use serde_json::{json, Value};
+use std::path::PathBuf;
+use std::process::{Child, Command, Stdio};
+use std::time::{Duration, Instant};
+use tempfile::TempDir;
+
+/// The project's IBAN for test citizens.
+pub const IBAN: &str = "IT60X0542811101000000123456";
+
+/// A citizen's card hpan: 64 lower-case hex from a small number.
+pub fn hpan(n: u64) -> String {
+    format!("{n:064x}")
+}
+
+/// Today's date in Rome.
+pub fn today() -> NaiveDate {
+    cashback_engine::time::Timestamp::now().rome_date()
+}
+
+/// A configuration with an open period "CUR" around today, a closed one
+/// ("2021H1", closed long ago) and the given reversal parking.
+pub fn config_toml(park_days: u32) -> String {
+    let start = today() - Days::new(60);
+    let end = today() + Days::new(60);
+    format!(
+        r#"
+reversal_park_days = {park_days}
+shards = 3
+
+[[periods]]
+id = "2021H1"
+start = "2021-01-01"
+end = "2021-06-30"
+grace_days = 10
+min_transactions = 50
+cashback_rate = "0.10"
+max_cashback_per_transaction = "15.00"
+max_cashback = "150.00"
+supercashback_winners = 100000
+supercashback_prize = "1500.00"
+
+[[periods]]
+id = "CUR"
+start = "{start}"
+end = "{end}"
+grace_days = 10
+min_transactions = 3
+cashback_rate = "0.10"
+max_cashback_per_transaction = "15.00"
+max_cashback = "20.00"
+supercashback_winners = 2
+supercashback_prize = "1500.00"
+"#
+    )
+}
+
+/// A running engine process.
+pub struct Engine {
+    child: Child,
+    /// `/metrics` and `/health` port.
+    pub metrics_port: u16,
+}
+
+/// nats-server + engine + a client.
+pub struct Harness {
+    /// The broker.
+    pub nats: NatsServer,
+    /// A client of the app back end / payment network.
+    pub client: async_nats::Client,
+    /// JetStream on that client.
+    pub js: jetstream::Context,
+    /// The engine, when running.
+    pub engine: Option<Engine>,
+    /// Engine configuration file.
+    pub config: PathBuf,
+    /// Extra environment for the engine.
+    pub env: Vec<(String, String)>,
+    /// Holds the store and config; removed at drop.
+    pub dir: TempDir,
+}
+
+impl Harness {
+    /// Starts nats-server and the engine with `config` (TOML text).
+    pub async fn start(config: &str) -> Harness {
+        Self::start_with_env(config, &[]).await
+    }
+
+    /// Same, with extra environment variables for the engine.
+    pub async fn start_with_env(config: &str, env: &[(&str, &str)]) -> Harness {
+        let dir = tempfile::tempdir().expect("temp dir");
+        let bin = NatsServer::locate("").expect("nats-server: run `make install-nats`");
+        let nats = NatsServer::start(&bin, 0, &dir.path().join("nats")).expect("nats-server");
+        let client = async_nats::connect(nats.url()).await.expect("connect");
+        let js = jetstream::new(client.clone());
+        let config_path = dir.path().join("cashback.toml");
+        std::fs::write(&config_path, config).unwrap();
+        let mut h = Harness {
+            nats,
+            client,
+            js,
+            engine: None,
+            config: config_path,
+            env: env
+                .iter()
+                .map(|(k, v)| (k.to_string(), v.to_string()))
+                .collect(),
+            dir,
+        };
+        h.start_engine().await;
+        h
+    }
+
+    /// Starts (or restarts) the engine process and waits until it answers.
+    pub async fn start_engine(&mut self) {
+        assert!(self.engine.is_none(), "engine already running");
+        let metrics_port = NatsServer::free_port().unwrap();
+        let log = std::fs::OpenOptions::new()
+            .create(true)
+            .append(true)
+            .open(self.dir.path().join("engine.log"))
+            .unwrap();
+        let child = Command::new(env!("CARGO_BIN_EXE_cashback"))
+            .args(["serve", "--config"])
+            .arg(&self.config)
+            .args(["--nats-url", self.nats.url()])
+            .env(
+                "CASHBACK_METRICS_LISTEN",
+                format!("127.0.0.1:{metrics_port}"),
+            )
+            .env("CASHBACK_LOG", "info")
+            .envs(self.env.iter().map(|(k, v)| (k.as_str(), v.as_str())))
+            .stdin(Stdio::null())
+            .stdout(log.try_clone().unwrap())
+            .stderr(log)
+            .spawn()
+            .expect("start engine");
+        self.engine = Some(Engine {
+            child,
+            metrics_port,
+        });
+        let deadline = Instant::now() + Duration::from_secs(60);
+        while Instant::now() < deadline {
+            if let Some(h) = self.health().await {
+                if h["replayed"] == json!(true) {
+                    return;
+                }
+            }
+            tokio::time::sleep(Duration::from_millis(100)).await;
+        }
+        panic!("engine did not become ready; log:\n{}", self.engine_log());
+    }
+
+    /// Stops the engine with SIGTERM and returns its exit code.
+    pub fn stop_engine(&mut self) -> Option<i32> {
+        let mut engine = self.engine.take()?;
+        unsafe {
+            libc::kill(engine.child.id() as libc::pid_t, libc::SIGTERM);
+        }
+        let status = engine.child.wait().expect("wait engine");
+        status.code()
+    }
+
+    /// Kills the engine with SIGKILL (a crash).
+    pub fn kill_engine(&mut self) {
+        if let Some(mut engine) = self.engine.take() {
+            let _ = engine.child.kill();
+            let _ = engine.child.wait();
+        }
+    }
+
+    /// The engine's log so far.
+    pub fn engine_log(&self) -> String {
+        std::fs::read_to_string(self.dir.path().join("engine.log")).unwrap_or_default()
+    }
+
+    /// GET a path of the engine's metrics listener.
+    pub async fn http_get(&self, path: &str) -> Option<(u16, String)> {
+        use tokio::io::{AsyncReadExt, AsyncWriteExt};
+        let port = self.engine.as_ref()?.metrics_port;
+        let mut conn = tokio::net::TcpStream::connect(("127.0.0.1", port))
+            .await
+            .ok()?;
+        conn.write_all(format!("GET {path} HTTP/1.1\r\nHost: x\r\n\r\n").as_bytes())
+            .await
+            .ok()?;
+        let mut text = String::new();
+        conn.read_to_string(&mut text).await.ok()?;
+        let status = text.split_whitespace().nth(1)?.parse().ok()?;
+        let body = text.split_once("\r\n\r\n")?.1.to_owned();
+        Some((status, body))
+    }
+
+    /// The `/health` body.
+    pub async fn health(&self) -> Option<Value> {
+        let (_, body) = self.http_get("/health").await?;
+        serde_json::from_str(&body).ok()
+    }
+
+    /// Waits until the engine has applied everything in the stream.
+    pub async fn caught_up(&self) {
+        let mut stream = self.js.get_stream("CASHBACK").await.expect("stream");
+        let last = stream.info().await.unwrap().state.last_sequence;
+        let deadline = Instant::now() + Duration::from_secs(120);
+        while Instant::now() < deadline {
+            if let Some(h) = self.health().await {
+                if h["applied_seq"].as_u64().unwrap_or(0) >= last {
+                    return;
+                }
+            }
+            tokio::time::sleep(Duration::from_millis(20)).await;
+        }
+        panic!(
+            "engine did not catch up to {last}; log:\n{}",
+            self.engine_log()
+        );
+    }
+
+    /// A request-reply call with a JSON body.
+    pub async fn request(&self, subject: &str, body: Value) -> Value {
+        let reply = tokio::time::timeout(
+            Duration::from_secs(20),
+            self.client
+                .request(subject.to_owned(), body.to_string().into()),
+        )
+        .await
+        .expect("request timed out")
+        .expect("request failed");
+        serde_json::from_slice(&reply.payload).expect("reply is JSON")
+    }
+
+    /// Enrolls a citizen (T&C accepted at `tc`), asserting success.
+    pub async fn citizen(&self, id: &str, tc: &str) {
+        let r = self
+            .request(
+                "cashback.enroll.citizen",
+                json!({"citizen_id": id, "iban": IBAN, "tc_accepted_at": tc}),
+            )
+            .await;
+        assert_eq!(r, json!({"ok": true}), "enroll citizen {id}");
+    }
+
+    /// Enrolls a card, asserting success.
+    pub async fn card(&self, id: &str, hpan: &str, at: &str) {
+        let r = self
+            .request(
+                "cashback.enroll.card",
+                json!({"citizen_id": id, "hpan": hpan, "activated_at": at}),
+            )
+            .await;
+        assert_eq!(r, json!({"ok": true}), "enroll card for {id}");
+    }
+
+    /// Publishes raw bytes with JetStream, optionally with a `Nats-Msg-Id`,
+    /// and returns (stream sequence, duplicate flag).
+    pub async fn publish_raw(
+        &self,
+        subject: &str,
+        body: Vec<u8>,
+        msg_id: Option<&str>,
+    ) -> (u64, bool) {
+        let mut headers = HeaderMap::new();
+        if let Some(id) = msg_id {
+            headers.insert("Nats-Msg-Id", id);
+        }
+        let ack = self
+            .js
+            .publish_with_headers(subject.to_owned(), headers, body.into())
+            .await
+            .expect("publish")
+            .await
+            .expect("puback");
+        (ack.sequence, ack.duplicate)
+    }
+
+    /// Publishes an authorization on `cashback.auth.<acquirer_code>`.
+    pub async fn publish(&self, auth: &Value) -> u64 {
+        let subject = format!(
+            "cashback.auth.{}",
+            auth["acquirer_code"].as_str().unwrap_or("x")
+        );
+        self.publish_raw(&subject, auth.to_string().into_bytes(), None)
+            .await
+            .0
+    }
+
+    /// `cashback.query.citizen` for a period.
+    pub async fn query(&self, id: &str, period: &str) -> Value {
+        self.request(
+            "cashback.query.citizen",
+            json!({"citizen_id": id, "award_period": period}),
+        )
+        .await
+    }
+}
+
+impl Drop for Harness {
+    fn drop(&mut self) {
+        self.kill_engine();
+    }
+}
+
+/// An RFC 3339 instant `days` days and `secs` seconds from now, in UTC.
+pub fn at(days: i64, secs: i64) -> String {
+    let t = chrono::Utc::now() + chrono::Duration::days(days) + chrono::Duration::seconds(secs);
+    t.format("%Y-%m-%dT%H:%M:%SZ").to_string()
+}
+
+/// A payment of `cents` with the given card, id and trx_date.
+pub fn payment(hpan: &str, id: &str, trx_date: &str, cents: u64) -> Value {
+    json!({
+        "acquirer_code": "32875", "operation_type": "00", "circuit_type": "01",
+        "hpan": hpan, "trx_date": trx_date, "id_trx_acquirer": id,
+        "total_amount": cents, "currency": "978", "acquirer_id": "A1",
+        "merchant_id": "M1", "terminal_id": "T1", "bin": "40000000", "mcc": "5411"
+    })
+}
+
+/// A reversal of `cents` of a payment, optionally by correlation id.
+pub fn reversal(
+    hpan: &str,
+    id: &str,
+    trx_date: &str,
+    cents: u64,
+    correlation: Option<&str>,
+) -> Value {
+    let mut r = payment(hpan, id, trx_date, cents);
+    r["operation_type"] = json!("01");
+    if let Some(c) = correlation {
+        r["correlation_id"] = json!(c);
+    }
+    r
+}
+
+/// Collects messages of a subscription until `quiet` passes without one.
+pub async fn drain(sub: &mut async_nats::Subscriber, quiet: Duration) -> Vec<Value> {
+    use futures::StreamExt;
+    let mut out = Vec::new();
+    while let Ok(Some(m)) = tokio::time::timeout(quiet, sub.next()).await {
+        out.push(serde_json::from_slice(&m.payload).expect("JSON"));
+    }
+    out
+}
