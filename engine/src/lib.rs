@@ -16,6 +16,7 @@ pub mod money;
 pub mod partition;
 pub mod period;
 pub mod query;
+pub mod rank;
 pub mod reason;
 pub mod router;
 pub mod time;

@@ -1,0 +1,1 @@
+//! The exact Supercashback ranking of one award period (placeholder: being written).
