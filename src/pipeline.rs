@@ -311,9 +311,8 @@ impl Pipeline {
             .enumerate()
             .filter(|(_, items)| !items.is_empty())
             .map(|(i, items)| {
-                self.shards[i].send(ShardBatch {
-                    items: std::mem::take(items),
-                })
+                let items = std::mem::replace(items, Vec::with_capacity(items.len()));
+                self.shards[i].send(ShardBatch { items })
             })
             .collect::<Vec<_>>();
         self.pending_items = 0;

@@ -33,7 +33,17 @@ pub struct ServeOptions {
 
 /// Runs the engine until SIGTERM or Ctrl-C.
 pub fn run(config: Config, options: ServeOptions) -> Result<()> {
-    let system = actix::System::new();
+    // The System's own thread runs the ingest loop; a tokio worker runs the
+    // NATS client's socket and protocol work beside it, and each shard has
+    // its own arbiter thread.
+    let system = actix::System::with_tokio_rt(|| {
+        tokio::runtime::Builder::new_multi_thread()
+            .worker_threads(1)
+            .thread_name("cashback-io")
+            .enable_all()
+            .build()
+            .expect("tokio runtime")
+    });
     let result = system.block_on(serve(config, options));
     actix::System::current().stop();
     result

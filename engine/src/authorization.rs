@@ -86,8 +86,6 @@ pub struct Authorization {
     /// Hash of (acquirer_code, acquirer_id, correlation_id) when a non-empty
     /// correlation id is present.
     pub correlation_key: Option<u64>,
-    /// The body's acquirer code, to compare with the subject's token.
-    pub acquirer_code: Box<str>,
     /// How many times the shard should panic on this message: a test hook,
     /// set only when fault injection is enabled (see `Decoder`).
     pub injected_panics: u8,
@@ -394,7 +392,6 @@ impl Decoder {
             dedup_key,
             terminal_key,
             correlation_key,
-            acquirer_code: acquirer_code.into(),
             injected_panics,
         })
     }

@@ -7,6 +7,7 @@ use crate::enrollment::{EnrollCommand, EnrollError};
 use crate::partition::partition_of;
 use crate::time::Timestamp;
 use smallvec::SmallVec;
+use crate::fasthash::FastMap;
 use std::collections::HashMap;
 use std::sync::Arc;
 
@@ -85,7 +86,10 @@ pub struct Directory {
     /// By number.
     citizens: Vec<CitizenRecord>,
     /// By card.
-    cards: HashMap<Hpan, CardRecord>,
+    cards: FastMap<Hpan, CardRecord>,
+    /// Citizens who withdrew: while none has, no card needs checking for
+    /// withdrawn owners (the common case, on the hot path).
+    withdrawn: usize,
 }
 
 impl Directory {
@@ -95,7 +99,8 @@ impl Directory {
             partitions,
             ids: HashMap::new(),
             citizens: Vec::new(),
-            cards: HashMap::new(),
+            cards: FastMap::default(),
+            withdrawn: 0,
         }
     }
 
@@ -117,6 +122,11 @@ impl Directory {
     /// How many citizens ever enrolled.
     pub fn citizen_count(&self) -> usize {
         self.citizens.len()
+    }
+
+    /// How many citizens withdrew.
+    pub fn withdrawn_count(&self) -> usize {
+        self.withdrawn
     }
 
     /// How many cards ever enrolled.
@@ -247,6 +257,7 @@ impl Directory {
                     return Ok(EnrollEffect::Unchanged);
                 }
                 c.withdrawn = true;
+                self.withdrawn += 1;
                 Ok(EnrollEffect::Citizen(idx))
             }
         }

@@ -19,6 +19,7 @@ use crate::reason::{Reason, Rejection};
 use crate::time::Timestamp;
 use rust_decimal::Decimal;
 use smallvec::SmallVec;
+use crate::fasthash::FastMap;
 use std::collections::{BTreeSet, HashMap, VecDeque};
 use std::sync::Arc;
 
@@ -103,11 +104,11 @@ pub struct Ledger {
     /// How long a reversal may wait for its payment, in seconds.
     park_secs: i64,
     /// Citizens of this partition.
-    citizens: HashMap<CitizenIdx, CitizenState>,
+    citizens: FastMap<CitizenIdx, CitizenState>,
     /// citizen_id -> number, for queries.
     by_id: HashMap<Arc<str>, CitizenIdx>,
     /// Cards anchored in this partition.
-    cards: HashMap<Hpan, CardBook>,
+    cards: FastMap<Hpan, CardBook>,
     /// Parked reversals by deadline, so expiry never scans every card.
     expiry: BTreeSet<(Timestamp, u64, Hpan)>,
 }
@@ -119,9 +120,9 @@ impl Ledger {
             partition,
             periods,
             park_secs: park_days as i64 * 86_400,
-            citizens: HashMap::new(),
+            citizens: FastMap::default(),
             by_id: HashMap::new(),
-            cards: HashMap::new(),
+            cards: FastMap::default(),
             expiry: BTreeSet::new(),
         }
     }

@@ -9,6 +9,7 @@
 pub mod authorization;
 pub mod directory;
 pub mod enrollment;
+pub mod fasthash;
 pub mod item;
 pub mod ledger;
 pub mod local;

@@ -21,33 +21,12 @@ use crate::period::Periods;
 use crate::reason::{Reason, Rejection};
 use crate::time::Timestamp;
 use smallvec::SmallVec;
-use std::collections::{BTreeSet, HashMap, HashSet};
-use std::hash::{BuildHasherDefault, Hasher};
+use crate::fasthash::{FastMap, FastSet};
+use std::collections::BTreeSet;
 use std::sync::Arc;
 
-/// Hashes a key that is already a uniform 128-bit hash by folding it: no
-/// need to hash it again on the hottest path of the engine.
-#[derive(Default)]
-pub struct FoldHasher(u64);
-
-impl Hasher for FoldHasher {
-    fn finish(&self) -> u64 {
-        self.0
-    }
-    fn write(&mut self, bytes: &[u8]) {
-        for chunk in bytes.chunks(8) {
-            let mut b = [0u8; 8];
-            b[..chunk.len()].copy_from_slice(chunk);
-            self.0 ^= u64::from_le_bytes(b);
-        }
-    }
-    fn write_u128(&mut self, v: u128) {
-        self.0 ^= (v as u64) ^ ((v >> 64) as u64);
-    }
-}
-
 /// A set of de-duplication keys.
-pub type KeySet = HashSet<u128, BuildHasherDefault<FoldHasher>>;
+pub type KeySet = FastSet<u128>;
 
 /// Where a message sits in the log.
 #[derive(Clone, Copy, Debug)]
@@ -86,11 +65,11 @@ pub struct Router {
     /// Keys of reversals handed to a partition and not yet reported on.
     in_flight: KeySet,
     /// Reversals for cards never enrolled, by card, in arrival order.
-    orphans: HashMap<Hpan, Vec<Reversal>>,
+    orphans: FastMap<Hpan, Vec<Reversal>>,
     /// Their deadlines.
     orphan_expiry: BTreeSet<(Timestamp, u64, Hpan)>,
     /// Keys of reversals parked in a partition: their deadline and partition.
-    parked: HashMap<u128, (Timestamp, u16), BuildHasherDefault<FoldHasher>>,
+    parked: FastMap<u128, (Timestamp, u16)>,
     /// The same, by deadline (entries whose key left `parked` are skipped).
     parked_expiry: BTreeSet<(Timestamp, u128)>,
     /// Broker time of the message being processed: the clock for expiring
@@ -107,9 +86,9 @@ impl Router {
             park_secs: park_days as i64 * 86_400,
             remembered: KeySet::default(),
             in_flight: KeySet::default(),
-            orphans: HashMap::new(),
+            orphans: FastMap::default(),
             orphan_expiry: BTreeSet::new(),
-            parked: HashMap::default(),
+            parked: FastMap::default(),
             parked_expiry: BTreeSet::new(),
             now: Timestamp::default(),
         }
@@ -204,7 +183,7 @@ impl Router {
                 "an authorization with the same key was already counted",
             ));
         }
-        if self.in_flight.contains(&auth.dedup_key) {
+        if !self.in_flight.is_empty() && self.in_flight.contains(&auth.dedup_key) {
             return Routed::Wait;
         }
         match auth.operation {
@@ -319,6 +298,9 @@ impl Router {
     /// Owners of the card who withdrew: their payments can no longer be reversed.
     fn withdrawn_owners(&self, hpan: &Hpan) -> SmallVec<[CitizenIdx; 1]> {
         let mut out = SmallVec::new();
+        if self.directory.withdrawn_count() == 0 {
+            return out;
+        }
         if let Some(card) = self.directory.card(hpan) {
             for w in &card.windows {
                 if self.directory.citizen(w.citizen).withdrawn && !out.contains(&w.citizen) {
