@@ -2,9 +2,9 @@
 //! in stream order from JetStream, decodes, routes, and hands batches to the
 //! citizen shards; then publishes what the shards report.
 //!
-//! One authorization's path: `next_message` (JetStream ordered consumer) ->
-//! `on_authorization` (decode, `Router::route`) -> `pending` batch of its
-//! shard -> `flush` (`Addr::send`) -> `CitizenShard` applies it -> `complete`
+//! One authorization's path: `reader` (JetStream ordered consumer, decode)
+//! -> `on_authorization` (`Router::route`) -> `pending` batch of its shard
+//! -> `flush` (`Addr::send`) -> `CitizenShard` applies it -> `complete`
 //! (rejections published, counters, enrollment replies).
 //!
 //! The log is read with an ordered consumer from the first sequence: the
@@ -14,20 +14,21 @@
 
 use crate::nats::subjects::Subjects;
 use crate::progress::Progress;
+use crate::reader::Entry;
 use crate::rejections::RejectionPublisher;
-use crate::waiters::{EnrollOutcome, Waiters, REPLY_TOKEN_HEADER};
+use crate::waiters::{EnrollOutcome, Waiters};
 use actix::{Addr, MailboxError};
-use anyhow::{bail, Context, Result};
-use async_nats::jetstream::{self, consumer, stream::Stream as JsStream};
+use anyhow::{Context, Result};
+use async_nats::jetstream::stream::Stream as JsStream;
 use bytes::Bytes;
 use cashback_actors::{CitizenShard, ShardBatch};
-use cashback_engine::authorization::Decoder;
-use cashback_engine::enrollment::EnrollCommand;
+use cashback_engine::authorization::{Authorization, Decoder};
+use cashback_engine::enrollment::{EnrollCommand, EnrollError};
 use cashback_engine::item::{Item, LateRejection, Origin, Report};
+use cashback_engine::reason::Rejection;
 use cashback_engine::router::{Position, Routed, Router};
 use cashback_engine::time::Timestamp;
 use futures::future::{join_all, JoinAll};
-use futures::{FutureExt, StreamExt};
 use std::collections::VecDeque;
 use std::future::Future;
 use std::pin::Pin;
@@ -130,18 +131,8 @@ impl Pipeline {
 
     /// Runs until `shutdown` turns true, then drains what is in flight.
     pub async fn run(mut self, mut shutdown: watch::Receiver<bool>) -> Result<()> {
-        let consumer = self
-            .stream
-            .create_consumer(consumer::pull::OrderedConfig {
-                deliver_policy: consumer::DeliverPolicy::All,
-                ..Default::default()
-            })
-            .await
-            .context("cannot create the ordered consumer")?;
-        let mut messages = consumer
-            .messages()
-            .await
-            .context("cannot read the stream")?;
+        let mut entries =
+            crate::reader::start(&self.stream, self.decoder, self.subjects.clone()).await?;
         let replay_until = self.stream.info().await?.state.last_sequence;
         self.progress.stream_last_seq.store(replay_until, Relaxed);
         if replay_until == 0 {
@@ -162,15 +153,14 @@ impl Pipeline {
                     // Credits for other partitions must not wait for traffic.
                     self.flush();
                 }
-                next = messages.next() => {
-                    let Some(first) = next else { bail!("the stream consumer ended") };
-                    self.on_message(first.context("reading the stream")?).await?;
-                    // Take whatever else is already here, up to a batch.
+                batch = entries.recv() => {
+                    let batch = batch.context("the log reader stopped")??;
+                    self.on_entries(batch).await?;
+                    // Take whatever else is already decoded, up to a batch.
                     while self.pending_items < self.batch_size {
-                        match messages.next().now_or_never() {
-                            Some(Some(m)) => self.on_message(m.context("reading the stream")?).await?,
-                            Some(None) => bail!("the stream consumer ended"),
-                            None => break,
+                        match entries.try_recv() {
+                            Ok(batch) => self.on_entries(batch?).await?,
+                            Err(_) => break,
                         }
                     }
                     self.flush();
@@ -189,16 +179,16 @@ impl Pipeline {
         Ok(())
     }
 
+    async fn on_entries(&mut self, batch: Vec<Entry>) -> Result<()> {
+        for entry in batch {
+            self.on_entry(entry).await?;
+        }
+        Ok(())
+    }
+
     /// Handles one message of the log.
-    async fn on_message(&mut self, msg: jetstream::Message) -> Result<()> {
-        let info = msg
-            .info()
-            .map_err(|e| anyhow::anyhow!("bad JetStream metadata: {e}"))?;
-        let at = Position {
-            seq: info.stream_sequence,
-            broker_time: Timestamp::from_unix_nanos(info.published.unix_timestamp_nanos()),
-        };
-        drop(info);
+    async fn on_entry(&mut self, entry: Entry) -> Result<()> {
+        let at = entry.position();
         self.last_seq = at.seq;
         let (expired, ticks) = self.router.advance(at.broker_time);
         for late in expired {
@@ -207,25 +197,34 @@ impl Pipeline {
         for (partition, tick) in ticks {
             self.push(partition, tick);
         }
-        let subject = msg.subject.as_str();
-        if self.subjects.is_auth(subject) {
-            self.on_authorization(at, &msg).await
-        } else if self.subjects.is_journal(subject) {
-            self.on_journal(&msg);
-            Ok(())
-        } else {
-            Ok(())
+        match entry {
+            Entry::Auth {
+                at,
+                subject,
+                payload,
+                decoded,
+            } => self.on_authorization(at, &subject, &payload, decoded).await,
+            Entry::Journal { token, command, .. } => {
+                self.on_journal(token, command);
+                Ok(())
+            }
+            Entry::Other { .. } => Ok(()),
         }
     }
 
-    async fn on_authorization(&mut self, at: Position, msg: &jetstream::Message) -> Result<()> {
+    async fn on_authorization(
+        &mut self,
+        at: Position,
+        subject: &str,
+        payload: &Bytes,
+        decoded: Result<Authorization, Rejection>,
+    ) -> Result<()> {
         self.progress.authorizations.fetch_add(1, Relaxed);
-        let subject = msg.subject.as_str();
-        let auth = match self.decoder.decode(&msg.payload, at.broker_time) {
+        let auth = match decoded {
             Ok(a) => a,
             Err(rejection) => {
                 self.rejections
-                    .publish(at.seq, subject, &msg.payload, &rejection)
+                    .publish(at.seq, subject, payload, &rejection)
                     .await;
                 return Ok(());
             }
@@ -233,12 +232,12 @@ impl Pipeline {
         loop {
             let origin = || Origin {
                 subject: subject.into(),
-                payload: msg.payload.clone(),
+                payload: payload.clone(),
             };
             match self.router.route(at, &auth, origin) {
                 Routed::Reject(rejection) => {
                     self.rejections
-                        .publish(at.seq, subject, &msg.payload, &rejection)
+                        .publish(at.seq, subject, payload, &rejection)
                         .await;
                 }
                 Routed::Forward(partition, item) => {
@@ -262,13 +261,8 @@ impl Pipeline {
         }
     }
 
-    fn on_journal(&mut self, msg: &jetstream::Message) {
-        let token = msg
-            .headers
-            .as_ref()
-            .and_then(|h| h.get(REPLY_TOKEN_HEADER))
-            .map(|v| v.as_str().to_owned());
-        let outcome = match EnrollCommand::from_journal(&msg.payload) {
+    fn on_journal(&mut self, token: Option<String>, command: Result<EnrollCommand, EnrollError>) {
+        let outcome = match command {
             Ok(cmd) => {
                 let (outcome, items) = self.router.enroll(&cmd);
                 for (partition, item) in items {

@@ -4,10 +4,10 @@
 
 use crate::authorization::Hpan;
 use crate::enrollment::{EnrollCommand, EnrollError};
+use crate::fasthash::FastMap;
 use crate::partition::partition_of;
 use crate::time::Timestamp;
 use smallvec::SmallVec;
-use crate::fasthash::FastMap;
 use std::collections::HashMap;
 use std::sync::Arc;
 

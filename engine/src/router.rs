@@ -14,6 +14,7 @@
 use crate::authorization::{Authorization, Hpan, Operation};
 use crate::directory::{CitizenIdx, Directory, EnrollEffect, Owner};
 use crate::enrollment::{EnrollCommand, EnrollError};
+use crate::fasthash::{FastMap, FastSet};
 use crate::item::{
     CitizenFacts, Item, LateRejection, Origin, PaymentItem, Report, Reversal, ReversalItem, Settled,
 };
@@ -21,7 +22,6 @@ use crate::period::Periods;
 use crate::reason::{Reason, Rejection};
 use crate::time::Timestamp;
 use smallvec::SmallVec;
-use crate::fasthash::{FastMap, FastSet};
 use std::collections::BTreeSet;
 use std::sync::Arc;
 

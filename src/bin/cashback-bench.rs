@@ -223,7 +223,9 @@ async fn prepublish(
         let body = if roll < 0.001 {
             b"garbage, not JSON".to_vec()
         } else if roll < 0.006 && !recent.is_empty() {
-            recent[rng.gen_range(0..recent.len())].to_string().into_bytes()
+            recent[rng.gen_range(0..recent.len())]
+                .to_string()
+                .into_bytes()
         } else if roll < 0.026 && !recent.is_empty() {
             let mut r = recent[rng.gen_range(0..recent.len())].clone();
             r["operation_type"] = json!("01");
@@ -247,7 +249,8 @@ async fn prepublish(
             }
             v.to_string().into_bytes()
         };
-        p.send(subjects.auth("32875"), Some(format!("m{n}")), body).await?;
+        p.send(subjects.auth("32875"), Some(format!("m{n}")), body)
+            .await?;
     }
     p.finish().await?;
     let mut stream = js.get_stream("CASHBACK").await?;
@@ -271,7 +274,10 @@ async fn raw_consume(js: &jetstream::Context, last: u64) -> Result<Duration> {
         if serde_json::from_slice::<RawAuthorization>(&m.payload).is_ok() {
             decoded += 1;
         }
-        let seq = m.info().map_err(|e| anyhow::anyhow!("{e}"))?.stream_sequence;
+        let seq = m
+            .info()
+            .map_err(|e| anyhow::anyhow!("{e}"))?
+            .stream_sequence;
         if seq >= last {
             break;
         }
@@ -333,7 +339,9 @@ async fn engine_consume(url: &str, config: &std::path::Path, last: u64) -> Resul
 
 async fn applied_seq(port: u16) -> Option<u64> {
     use tokio::io::{AsyncReadExt, AsyncWriteExt};
-    let mut conn = tokio::net::TcpStream::connect(("127.0.0.1", port)).await.ok()?;
+    let mut conn = tokio::net::TcpStream::connect(("127.0.0.1", port))
+        .await
+        .ok()?;
     conn.write_all(b"GET /health HTTP/1.1\r\n\r\n").await.ok()?;
     let mut text = String::new();
     conn.read_to_string(&mut text).await.ok()?;

@@ -1,0 +1,148 @@
+//! The log reader: reads the stream in order and does every stateless step
+//! (JetStream metadata, decoding, validation) on the I/O runtime, handing
+//! batches of entries to the pipeline through a bounded channel. Decoding is
+//! the largest per-message cost after NATS itself; done here, it runs in
+//! parallel with routing instead of in front of it.
+
+use crate::nats::subjects::Subjects;
+use anyhow::{Context, Result};
+use async_nats::jetstream::{self, consumer, stream::Stream as JsStream};
+use bytes::Bytes;
+use cashback_engine::authorization::{Authorization, Decoder};
+use cashback_engine::enrollment::{EnrollCommand, EnrollError};
+use cashback_engine::reason::Rejection;
+use cashback_engine::router::Position;
+use cashback_engine::time::Timestamp;
+use futures::{FutureExt, StreamExt};
+use tokio::sync::mpsc;
+
+use crate::waiters::REPLY_TOKEN_HEADER;
+
+/// Entries per batch handed over.
+const BATCH: usize = 512;
+
+/// Batches buffered between reader and pipeline: the reader waits beyond it.
+const BUFFERED_BATCHES: usize = 8;
+
+/// One message of the log, decoded.
+pub enum Entry {
+    /// An authorization.
+    Auth {
+        /// Where in the log.
+        at: Position,
+        /// Its subject, for rejections.
+        subject: async_nats::Subject,
+        /// Its bytes, for rejections and parked reversals.
+        payload: Bytes,
+        /// The decoded message, or why it is refused.
+        decoded: Result<Authorization, Rejection>,
+    },
+    /// An enrollment journal entry.
+    Journal {
+        /// Where in the log.
+        at: Position,
+        /// The waiting request's token, if any.
+        token: Option<String>,
+        /// The command, or why it cannot be read.
+        command: Result<EnrollCommand, EnrollError>,
+    },
+    /// Anything else in the stream: only its position matters.
+    Other {
+        /// Where in the log.
+        at: Position,
+    },
+}
+
+impl Entry {
+    /// Where in the log.
+    pub fn position(&self) -> Position {
+        match self {
+            Entry::Auth { at, .. } | Entry::Journal { at, .. } | Entry::Other { at } => *at,
+        }
+    }
+}
+
+/// Starts reading `stream` from its first message; returns the receiving end.
+/// The reader stops (and the channel closes) on a stream error, which the
+/// pipeline reports.
+pub async fn start(
+    stream: &JsStream,
+    decoder: Decoder,
+    subjects: Subjects,
+) -> Result<mpsc::Receiver<Result<Vec<Entry>>>> {
+    let consumer = stream
+        .create_consumer(consumer::pull::OrderedConfig {
+            deliver_policy: consumer::DeliverPolicy::All,
+            ..Default::default()
+        })
+        .await
+        .context("cannot create the ordered consumer")?;
+    let mut messages = consumer
+        .messages()
+        .await
+        .context("cannot read the stream")?;
+    let (tx, rx) = mpsc::channel(BUFFERED_BATCHES);
+    tokio::spawn(async move {
+        loop {
+            let batch = async {
+                let first = messages
+                    .next()
+                    .await
+                    .context("the stream consumer ended")?
+                    .context("reading the stream")?;
+                let mut batch = Vec::with_capacity(BATCH);
+                batch.push(entry(first, &decoder, &subjects)?);
+                while batch.len() < BATCH {
+                    match messages.next().now_or_never() {
+                        Some(Some(m)) => batch.push(entry(
+                            m.context("reading the stream")?,
+                            &decoder,
+                            &subjects,
+                        )?),
+                        Some(None) => anyhow::bail!("the stream consumer ended"),
+                        None => break,
+                    }
+                }
+                Ok(batch)
+            }
+            .await;
+            let failed = batch.is_err();
+            if tx.send(batch).await.is_err() || failed {
+                return;
+            }
+        }
+    });
+    Ok(rx)
+}
+
+fn entry(msg: jetstream::Message, decoder: &Decoder, subjects: &Subjects) -> Result<Entry> {
+    let info = msg
+        .info()
+        .map_err(|e| anyhow::anyhow!("bad JetStream metadata: {e}"))?;
+    let at = Position {
+        seq: info.stream_sequence,
+        broker_time: Timestamp::from_unix_nanos(info.published.unix_timestamp_nanos()),
+    };
+    drop(info);
+    let msg = msg.split().0;
+    Ok(if subjects.is_auth(&msg.subject) {
+        Entry::Auth {
+            at,
+            decoded: decoder.decode(&msg.payload, at.broker_time),
+            subject: msg.subject,
+            payload: msg.payload,
+        }
+    } else if subjects.is_journal(&msg.subject) {
+        Entry::Journal {
+            at,
+            token: msg
+                .headers
+                .as_ref()
+                .and_then(|h| h.get(REPLY_TOKEN_HEADER))
+                .map(|v| v.as_str().to_owned()),
+            command: EnrollCommand::from_journal(&msg.payload),
+        }
+    } else {
+        Entry::Other { at }
+    })
+}
