@@ -32,6 +32,10 @@ pub struct Config {
     pub batch_size: usize,
     /// Days a reversal waits for its payment.
     pub reversal_park_days: u32,
+    /// Minimum time between two position pushes of one citizen, ms.
+    pub push_interval_ms: u64,
+    /// Time between leaderboard pushes while it changes, ms.
+    pub leaderboard_interval_ms: u64,
     /// Address of `/metrics` and `/health`.
     pub metrics_listen: String,
     /// Lag (messages) above which `/health` answers 503.
@@ -59,6 +63,8 @@ impl Default for Config {
             partitions: cashback_engine::partition::DEFAULT_PARTITIONS,
             batch_size: 2048,
             reversal_park_days: 30,
+            push_interval_ms: 1000,
+            leaderboard_interval_ms: 1000,
             metrics_listen: "0.0.0.0:9464".into(),
             health_max_lag: 10_000,
             data_dir: "data".into(),

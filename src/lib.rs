@@ -13,6 +13,7 @@ pub mod metrics;
 pub mod nats;
 pub mod pipeline;
 pub mod progress;
+pub mod push;
 pub mod reader;
 pub mod rejections;
 pub mod serve;

@@ -21,10 +21,11 @@ use actix::{Addr, MailboxError};
 use anyhow::{Context, Result};
 use async_nats::jetstream::stream::Stream as JsStream;
 use bytes::Bytes;
+use cashback_actors::ranking::{ApplyStandings, RankingAggregator};
 use cashback_actors::{CitizenShard, ShardBatch};
 use cashback_engine::authorization::{Authorization, Decoder};
 use cashback_engine::enrollment::{EnrollCommand, EnrollError};
-use cashback_engine::item::{Item, LateRejection, Origin, Report};
+use cashback_engine::item::{Item, LateRejection, Origin, Report, StandingChange};
 use cashback_engine::reason::Rejection;
 use cashback_engine::router::{Position, Routed, Router};
 use cashback_engine::time::Timestamp;
@@ -34,7 +35,7 @@ use std::future::Future;
 use std::pin::Pin;
 use std::sync::atomic::Ordering::Relaxed;
 use std::sync::Arc;
-use tokio::sync::watch;
+use tokio::sync::{mpsc, watch};
 
 /// Shard replies of one flush.
 type Replies = JoinAll<actix::dev::Request<CitizenShard, ShardBatch>>;
@@ -59,6 +60,10 @@ pub struct Pipeline {
     router: Router,
     /// The shard actors; partition `p` belongs to shard `p % shards.len()`.
     shards: Vec<Addr<CitizenShard>>,
+    /// The exact ranking, fed with every changed standing.
+    ranking: Addr<RankingAggregator>,
+    /// Changed standings for the position pushes.
+    pushes: mpsc::Sender<Vec<StandingChange>>,
     /// Largest batch per flush.
     batch_size: usize,
     /// Subject names.
@@ -101,6 +106,8 @@ impl Pipeline {
         decoder: Decoder,
         router: Router,
         shards: Vec<Addr<CitizenShard>>,
+        ranking: Addr<RankingAggregator>,
+        pushes: mpsc::Sender<Vec<StandingChange>>,
         batch_size: usize,
         subjects: Subjects,
         stream: JsStream,
@@ -113,6 +120,8 @@ impl Pipeline {
             decoder,
             router,
             shards,
+            ranking,
+            pushes,
             batch_size,
             subjects,
             stream,
@@ -346,8 +355,10 @@ impl Pipeline {
         reports: Vec<Result<Report, MailboxError>>,
     ) -> Result<()> {
         let applied_at = Timestamp::now();
+        let mut standings = Vec::new();
         for report in reports {
-            let report = report.map_err(mailbox_failure)?;
+            let mut report = report.map_err(mailbox_failure)?;
+            standings.append(&mut report.standings);
             for (partition, item) in self.router.settle(&report) {
                 self.push(partition, item);
             }
@@ -367,6 +378,15 @@ impl Pipeline {
             for late in report.rejections {
                 self.publish_late(late).await;
             }
+        }
+        if !standings.is_empty() {
+            self.ranking
+                .send(ApplyStandings(standings.clone()))
+                .await
+                .map_err(mailbox_failure)?;
+            // The pusher coalesces, so it keeps up; if it ever lags, waiting
+            // here is the backpressure.
+            let _ = self.pushes.send(standings).await;
         }
         for (token, outcome) in flight.enrollments {
             self.waiters.complete(&token, outcome);

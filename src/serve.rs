@@ -11,9 +11,11 @@ use crate::rejections::RejectionPublisher;
 use crate::services::query::QueryContext;
 use crate::services::{enrollment, query};
 use crate::waiters::Waiters;
+use actix::Actor;
 use actix::{Arbiter, Supervisor};
 use anyhow::{Context, Result};
 use async_nats::jetstream;
+use cashback_actors::ranking::RankingAggregator;
 use cashback_actors::CitizenShard;
 use cashback_engine::authorization::Decoder;
 use cashback_engine::router::Router;
@@ -106,6 +108,15 @@ async fn serve(config: Config, options: ServeOptions) -> Result<()> {
     let stream = ensure_stream(&js, &config, &subjects).await?;
 
     let mut arbiters = Vec::new();
+    let ranking_arbiter = Arbiter::new();
+    let ranking = {
+        let periods = periods.clone();
+        RankingAggregator::start_in_arbiter(&ranking_arbiter.handle(), move |_| {
+            RankingAggregator::new(periods)
+        })
+    };
+    arbiters.push(ranking_arbiter);
+    let (push_tx, push_rx) = tokio::sync::mpsc::channel(64);
     let shards: Vec<_> = (0..config.shards)
         .map(|i| {
             let arbiter = Arbiter::new();
@@ -140,6 +151,8 @@ async fn serve(config: Config, options: ServeOptions) -> Result<()> {
             config.reversal_park_days,
         ),
         shards.clone(),
+        ranking.clone(),
+        push_tx,
         config.batch_size,
         subjects.clone(),
         stream.clone(),
@@ -156,14 +169,25 @@ async fn serve(config: Config, options: ServeOptions) -> Result<()> {
         waiters,
         stop_rx.clone(),
     ));
+    let query_ctx = QueryContext {
+        shards: shards.clone(),
+        ranking: ranking.clone(),
+        partitions: config.partitions,
+        periods: periods.clone(),
+    };
     services.spawn(query::serve(
         client.clone(),
         subjects.clone(),
-        QueryContext {
-            shards: shards.clone(),
-            partitions: config.partitions,
-            periods: periods.clone(),
-        },
+        query_ctx.clone(),
+        stop_rx.clone(),
+    ));
+    tokio::spawn(crate::push::run(
+        client.clone(),
+        subjects.clone(),
+        query_ctx,
+        push_rx,
+        Duration::from_millis(config.push_interval_ms),
+        Duration::from_millis(config.leaderboard_interval_ms),
         stop_rx.clone(),
     ));
     tokio::spawn(watch_lag(stream.clone(), progress.clone(), stop_rx.clone()));

@@ -341,9 +341,9 @@ async fn every_rule_and_every_rejection_end_to_end() {
         json!({"ok": true, "citizen_id": "alice", "award_period": "CUR",
                "transaction_count": 3, "cashback": "23.25", "cashback_payable": "20.00",
                "min_transactions": 3, "threshold_reached": true,
-               "ranking": null, "total_participants": null,
-               "max_transaction_number": null, "min_transaction_number": null,
-               "supercashback": null, "last_trx_date": rome(&t[4])})
+               "ranking": 2, "total_participants": 3,
+               "max_transaction_number": 4, "min_transaction_number": 3,
+               "supercashback": true, "last_trx_date": rome(&t[4])})
     );
     let bob = h.query("bob", "CUR").await;
     assert_eq!(bob["transaction_count"], json!(4), "{bob}");
@@ -360,10 +360,37 @@ async fn every_rule_and_every_rejection_end_to_end() {
     assert_eq!(carol["cashback_payable"], json!("0.00"));
     assert_eq!(carol["threshold_reached"], json!(false));
     assert_eq!(carol["last_trx_date"], json!(rome(&now_ish)));
+    assert_eq!(carol["ranking"], json!(3));
+    assert_eq!(
+        carol["supercashback"],
+        json!(false),
+        "ranked 3rd of 2 winners"
+    );
+    assert_eq!(bob["ranking"], json!(1));
+    assert_eq!(bob["supercashback"], json!(true));
+    // Dave withdrew: not ranked. The leaderboard agrees with the queries.
+    let board = h
+        .request(
+            "cashback.query.leaderboard",
+            json!({"award_period": "CUR", "offset": 0, "limit": 10}),
+        )
+        .await;
+    assert_eq!(
+        board,
+        json!({"ok": true, "award_period": "CUR", "total_participants": 3,
+               "max_transaction_number": 4, "min_transaction_number": 3,
+               "entries": [
+                   {"ranking": 1, "citizen_id": "bob", "transaction_count": 4, "last_trx_date": rome(&t[5])},
+                   {"ranking": 2, "citizen_id": "alice", "transaction_count": 3, "last_trx_date": rome(&t[4])},
+                   {"ranking": 3, "citizen_id": "carol", "transaction_count": 1, "last_trx_date": rome(&now_ish)}]})
+    );
     let none = h.query("carol", "2021H1").await;
     assert_eq!(none["transaction_count"], json!(0));
     assert_eq!(none["cashback"], json!("0.00"));
     assert_eq!(none["last_trx_date"], json!(null));
+    assert_eq!(none["ranking"], json!(null), "not ranked with no payment");
+    assert_eq!(none["total_participants"], json!(0));
+    assert_eq!(none["max_transaction_number"], json!(0));
     let default_period = h
         .request("cashback.query.citizen", json!({"citizen_id": "alice"}))
         .await;

@@ -3,9 +3,12 @@
 //!
 //! - [`shard::CitizenShard`]: owns a set of partitions' ledgers and applies
 //!   batches of items to them, one batch at a time, in the order received.
+//! - [`ranking::RankingAggregator`]: the exact ranking of every period, fed
+//!   with the standings the shards report.
 //! - [`supervision`]: how a shard survives a panic without losing or
 //!   double-counting anything.
 
+pub mod ranking;
 pub mod shard;
 pub mod supervision;
 

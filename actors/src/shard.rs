@@ -149,6 +149,19 @@ impl Handler<ShardBatch> for CitizenShard {
                 }
             }
         }
+        let changed = std::mem::take(&mut report.changed);
+        let mut by_partition: std::collections::BTreeMap<u16, Vec<_>> = Default::default();
+        for (partition, citizen, period) in changed {
+            by_partition
+                .entry(partition)
+                .or_default()
+                .push((citizen, period));
+        }
+        for (partition, changed) in by_partition {
+            if let Some(ledger) = self.ledgers.get(&partition) {
+                ledger.standing_changes(changed, &mut report.standings);
+            }
+        }
         if self.failed {
             ctx.stop();
         }

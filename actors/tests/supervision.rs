@@ -58,9 +58,8 @@ fn payment(seq: u64, cents: u64, panics: u8) -> (u16, Item) {
 async fn panics_neither_lose_state_nor_stall_the_shard() {
     let arbiter = Arbiter::new();
     let p = periods();
-    let shard = Supervisor::start_in_arbiter(&arbiter.handle(), move |_| {
-        CitizenShard::new(0, p, 30)
-    });
+    let shard =
+        Supervisor::start_in_arbiter(&arbiter.handle(), move |_| CitizenShard::new(0, p, 30));
     let citizen = Item::Citizen(CitizenFacts {
         idx: 0,
         id: "c".into(),
@@ -96,11 +95,17 @@ async fn panics_neither_lose_state_nor_stall_the_shard() {
     assert_eq!(poisoned.payments, 1);
     assert_eq!(poisoned.rejections.len(), 1);
     assert_eq!(poisoned.rejections[0].seq, 3);
-    assert_eq!(poisoned.rejections[0].rejection.reason, Reason::InternalError);
+    assert_eq!(
+        poisoned.rejections[0].rejection.reason,
+        Reason::InternalError
+    );
     assert_eq!(after.payments, 1);
 
     let stats = shard.send(ShardStats).await.unwrap();
-    assert_eq!(stats.restarts, 2, "restarted after each batch that panicked");
+    assert_eq!(
+        stats.restarts, 2,
+        "restarted after each batch that panicked"
+    );
     assert_eq!(stats.set_aside, 1);
     let Lookup::Found(_, standing) = shard
         .send(LookupCitizen {

@@ -21,7 +21,7 @@ pub struct CitizenRecord {
     /// The opaque id from the app (a hash of the fiscal code).
     pub id: Arc<str>,
     /// Where the refund goes; changed by re-enrolling.
-    pub iban: Box<str>,
+    pub iban: Arc<str>,
     /// The first acceptance of the T&C; re-enrolling never moves it.
     pub tc_accepted_at: Timestamp,
     /// Withdrawal is final and takes effect when processed.

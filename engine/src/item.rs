@@ -112,6 +112,8 @@ pub struct CitizenFacts {
     pub idx: CitizenIdx,
     /// The public id.
     pub id: Arc<str>,
+    /// Where the refund goes, for the payout file.
+    pub iban: Arc<str>,
     /// For the ranking's tie-break.
     pub tc_accepted_at: Timestamp,
     /// Withdrawn citizens answer `citizen_withdrawn` and are not ranked.
@@ -150,6 +152,23 @@ impl Item {
             _ => None,
         }
     }
+}
+
+/// A citizen's new standing in a period, for the ranking and the pushes.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct StandingChange {
+    /// Who.
+    pub citizen: CitizenIdx,
+    /// Which period.
+    pub period: PeriodIdx,
+    /// Public id: the ranking's last tie-break and the push subject.
+    pub id: Arc<str>,
+    /// The ranking's third tie-break.
+    pub tc_accepted_at: Timestamp,
+    /// Withdrawn citizens leave the ranking and get no pushes.
+    pub withdrawn: bool,
+    /// Count, cashback, last payment date.
+    pub standing: crate::ledger::Standing,
 }
 
 /// A rejection decided by a partition.
@@ -195,6 +214,13 @@ pub struct Report {
     pub settled: Vec<Settled>,
     /// Credits for citizens of other partitions.
     pub credits: Vec<Credit>,
+    /// Citizens whose standing changed, by partition, with the period
+    /// (`None`: every period, as after a withdrawal); may repeat. The shard
+    /// turns these into `standings` at the end of a batch.
+    pub changed: Vec<(u16, CitizenIdx, Option<PeriodIdx>)>,
+    /// The new standings of the citizens that changed, once per citizen and
+    /// period: what the ranking and the pushes consume.
+    pub standings: Vec<StandingChange>,
     /// Payments recorded.
     pub payments: u64,
     /// Reversals applied to a payment.
@@ -209,6 +235,8 @@ impl Report {
         self.rejections.extend(other.rejections);
         self.settled.extend(other.settled);
         self.credits.extend(other.credits);
+        self.changed.extend(other.changed);
+        self.standings.extend(other.standings);
         self.payments += other.payments;
         self.reversals_applied += other.reversals_applied;
         self.reversals_parked += other.reversals_parked;

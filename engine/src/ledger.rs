@@ -10,8 +10,10 @@
 
 use crate::authorization::Hpan;
 use crate::directory::CitizenIdx;
+use crate::fasthash::FastMap;
 use crate::item::{
-    CitizenFacts, Credit, Item, LateRejection, PaymentItem, Report, Reversal, ReversalItem, Settled,
+    CitizenFacts, Credit, Item, LateRejection, PaymentItem, Report, Reversal, ReversalItem,
+    Settled, StandingChange,
 };
 use crate::money::score;
 use crate::period::{PeriodIdx, Periods};
@@ -19,7 +21,6 @@ use crate::reason::{Reason, Rejection};
 use crate::time::Timestamp;
 use rust_decimal::Decimal;
 use smallvec::SmallVec;
-use crate::fasthash::FastMap;
 use std::collections::{BTreeSet, HashMap, VecDeque};
 use std::sync::Arc;
 
@@ -147,6 +148,11 @@ impl Ledger {
         self.expiry.len()
     }
 
+    /// The citizen numbered `idx`, if held here.
+    pub fn citizen(&self, idx: CitizenIdx) -> Option<&CitizenState> {
+        self.citizens.get(&idx)
+    }
+
     /// The citizen with this id, if held here.
     pub fn citizen_by_id(&self, id: &str) -> Option<&CitizenState> {
         self.by_id.get(id).and_then(|idx| self.citizens.get(idx))
@@ -175,7 +181,7 @@ impl Ledger {
                 }
                 self.reverse(r, report);
             }
-            Item::Citizen(facts) => self.upsert_citizen(facts),
+            Item::Citizen(facts) => self.upsert_citizen(facts, report),
             Item::Credit(c) => self.credit(c.clone(), report),
             Item::Adopt { hpan, parked } => {
                 let book = self.cards.entry(*hpan).or_default();
@@ -186,6 +192,37 @@ impl Ledger {
                 }
             }
             Item::Tick(now) => self.expire(*now, report),
+        }
+    }
+
+    /// The current standings of the citizens in `changed` (held here), once
+    /// per citizen and period.
+    pub fn standing_changes(
+        &self,
+        changed: impl IntoIterator<Item = (CitizenIdx, Option<PeriodIdx>)>,
+        out: &mut Vec<StandingChange>,
+    ) {
+        let mut seen: crate::fasthash::FastSet<(CitizenIdx, PeriodIdx)> = Default::default();
+        for (idx, period) in changed {
+            let Some(c) = self.citizens.get(&idx) else {
+                continue;
+            };
+            let periods: SmallVec<[PeriodIdx; 2]> = match period {
+                Some(p) => smallvec::smallvec![p],
+                None => c.standings.iter().map(|(p, _)| *p).collect(),
+            };
+            for p in periods {
+                if seen.insert((idx, p)) {
+                    out.push(StandingChange {
+                        citizen: idx,
+                        period: p,
+                        id: c.facts.id.clone(),
+                        tc_accepted_at: c.facts.tc_accepted_at,
+                        withdrawn: c.facts.withdrawn,
+                        standing: c.standing(p),
+                    });
+                }
+            }
         }
     }
 
@@ -209,7 +246,10 @@ impl Ledger {
             .collect();
     }
 
-    fn upsert_citizen(&mut self, facts: &CitizenFacts) {
+    fn upsert_citizen(&mut self, facts: &CitizenFacts, report: &mut Report) {
+        if facts.withdrawn {
+            report.changed.push((self.partition, facts.idx, None));
+        }
         self.by_id.insert(facts.id.clone(), facts.idx);
         self.citizens
             .entry(facts.idx)
@@ -242,6 +282,9 @@ impl Ledger {
         if let Some(t) = c.trx_date {
             standing.last_trx = Some(standing.last_trx.map_or(t, |l| l.max(t)));
         }
+        report
+            .changed
+            .push((self.partition, c.citizen, Some(c.period)));
     }
 
     fn record_payment(&mut self, p: &PaymentItem, report: &mut Report) {

@@ -430,8 +430,7 @@ fn leaf_lower_bound<const L: usize>(leaf: &Leaf<L>, probe: &Probe, table: &Table
         return lo;
     }
     let hi = lo + sks[lo..].partition_point(|&s| s == probe.sk);
-    lo + leaf.cits[lo..hi]
-        .partition_point(|&c| probe.cmp_tied_entry(c, table) == Ordering::Greater)
+    lo + leaf.cits[lo..hi].partition_point(|&c| probe.cmp_tied_entry(c, table) == Ordering::Greater)
 }
 
 /// The child of `inner` whose range holds `probe`.
@@ -644,6 +643,8 @@ impl<const L: usize, const I: usize> Forest<L, I> {
         };
         let right_seps = inner.seps.split_off(keep);
         let up = inner.seps.pop().expect("a full node has separators");
+        inner.children[..keep].copy_from_slice(&children[..keep]);
+        inner.counts[..keep].copy_from_slice(&counts[..keep]);
         inner.len = keep as u32;
         let left_count: u32 = counts[..keep].iter().sum();
         let right_count: u32 = counts[keep..].iter().sum();
@@ -968,11 +969,11 @@ impl<const L: usize, const I: usize> RankIndexWith<L, I> {
 
     /// Puts the table's key of `citizen` (count > 0) into its bucket.
     fn link(&mut self, citizen: u32) {
-        let key = self.table.key(citizen);
-        let count = key.count as usize;
+        let count = self.table.key(citizen).count as usize;
         if count > self.fenwick.cap() {
             self.grow(count);
         }
+        let key = self.table.key(citizen);
         let probe = Probe::new(citizen, key);
         self.forest
             .insert(&mut self.buckets[count], &probe, &self.table);
@@ -1021,9 +1022,7 @@ impl<const L: usize, const I: usize> RankIndexWith<L, I> {
         }
         let count = key.count as usize;
         let probe = Probe::new(citizen, key);
-        let within = self
-            .forest
-            .rank(&self.buckets[count], &probe, &self.table);
+        let within = self.forest.rank(&self.buckets[count], &probe, &self.table);
         Some(self.above(count) + within + 1)
     }
 
@@ -1137,7 +1136,16 @@ impl<const L: usize, const I: usize> RankIndexWith<L, I> {
             }
             assert!(count > 0, "bucket 0 is never used");
             let mut leaves = Vec::new();
-            let size = self.check_node(count as u32, bucket.root, bucket.height, true, true, None, None, &mut leaves);
+            let size = self.check_node(
+                count as u32,
+                bucket.root,
+                bucket.height,
+                true,
+                true,
+                None,
+                None,
+                &mut leaves,
+            );
             assert_eq!(size, bucket.len as u64, "bucket {count} length");
             for pair in leaves.windows(2) {
                 assert_eq!(self.forest.leaves.get(pair[0]).next, pair[1], "leaf links");
@@ -1150,7 +1158,11 @@ impl<const L: usize, const I: usize> RankIndexWith<L, I> {
             total += size;
         }
         assert_eq!(total, self.len, "sum of buckets");
-        assert_eq!(self.fenwick.prefix(self.fenwick.cap()), self.len, "fenwick total");
+        assert_eq!(
+            self.fenwick.prefix(self.fenwick.cap()),
+            self.len,
+            "fenwick total"
+        );
     }
 
     /// Checks the subtree at `node`; returns its entry count. `low`/`high`
@@ -1170,10 +1182,16 @@ impl<const L: usize, const I: usize> RankIndexWith<L, I> {
         let in_range = |citizen: u32, key: &RankKey| {
             let probe = Probe::new(citizen, key);
             if let Some(low) = low {
-                assert!(probe.cmp_sep(low) != Ordering::Less, "entry below its boundary");
+                assert!(
+                    probe.cmp_sep(low) != Ordering::Less,
+                    "entry below its boundary"
+                );
             }
             if let Some(high) = high {
-                assert!(probe.cmp_sep(high) == Ordering::Less, "entry above its boundary");
+                assert!(
+                    probe.cmp_sep(high) == Ordering::Less,
+                    "entry above its boundary"
+                );
             }
         };
         if height == 0 {
@@ -1224,8 +1242,16 @@ impl<const L: usize, const I: usize> RankIndexWith<L, I> {
         }
         let mut total = 0;
         for j in 0..n {
-            let lo = if j == 0 { low } else { Some(&inner.seps[j - 1]) };
-            let hi = if j + 1 == n { high } else { Some(&inner.seps[j]) };
+            let lo = if j == 0 {
+                low
+            } else {
+                Some(&inner.seps[j - 1])
+            };
+            let hi = if j + 1 == n {
+                high
+            } else {
+                Some(&inner.seps[j])
+            };
             let size = self.check_node(
                 count,
                 inner.children[j],
@@ -1484,7 +1510,12 @@ mod tests {
         let mut idx = RankIndexWith::<4, 4>::new();
         let mut rng = bench::Rng::new(1);
         for c in 0..2_000u32 {
-            let k = key(1 + rng.below(3) as u32, rng.below(50) as i64, 0, &format!("{}", c));
+            let k = key(
+                1 + rng.below(3) as u32,
+                rng.below(50) as i64,
+                0,
+                &format!("{}", c),
+            );
             idx.set(c, k);
         }
         idx.check_invariants();

@@ -327,6 +327,7 @@ impl Router {
                     Item::Citizen(CitizenFacts {
                         idx,
                         id: c.id.clone(),
+                        iban: c.iban.clone(),
                         tc_accepted_at: c.tc_accepted_at,
                         withdrawn: c.withdrawn,
                     }),

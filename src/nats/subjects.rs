@@ -73,9 +73,19 @@ impl Subjects {
             .map(|(k, _)| *k)
     }
 
-    /// `cashback.query.citizen`.
-    pub fn query_citizen(&self) -> String {
-        format!("{}.query.citizen", self.prefix)
+    /// `cashback.query.<name>` (`*` for all queries).
+    pub fn query(&self, name: &str) -> String {
+        format!("{}.query.{name}", self.prefix)
+    }
+
+    /// `cashback.position.<citizen_id>`: a citizen's live standing.
+    pub fn position(&self, citizen_id: &str) -> String {
+        format!("{}.position.{citizen_id}", self.prefix)
+    }
+
+    /// `cashback.leaderboard.<award_period>`: the live top of a period.
+    pub fn leaderboard(&self, period: &str) -> String {
+        format!("{}.leaderboard.{period}", self.prefix)
     }
 
     /// `cashback.rejected.<reason>`.

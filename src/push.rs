@@ -1,0 +1,189 @@
+//! Live pushes to the app (PROTOCOL.md section 4).
+//!
+//! - `cashback.position.<citizen_id>`: the citizen query reply, after the
+//!   citizen's own payment or reversal. The first change after a quiet
+//!   interval is pushed at once; later changes within the interval are
+//!   coalesced into one push at its end, always of the latest state.
+//! - `cashback.leaderboard.<award_period>`: the first leaderboard page
+//!   (offset 0, limit 100), every leaderboard interval while it changes.
+
+use crate::nats::subjects::Subjects;
+use crate::services::query::{LeaderboardReply, QueryContext};
+use cashback_actors::ranking::{PageOf, RanksOf};
+use cashback_engine::directory::CitizenIdx;
+use cashback_engine::fasthash::{FastMap, FastSet};
+use cashback_engine::item::StandingChange;
+use cashback_engine::period::PeriodIdx;
+use cashback_engine::query::citizen_reply;
+use std::time::{Duration, Instant};
+use tokio::sync::{mpsc, watch};
+
+/// A citizen in a period: what a position push is about.
+type Key = (CitizenIdx, PeriodIdx);
+
+/// The pusher's state.
+struct Pusher {
+    /// Where to publish.
+    client: async_nats::Client,
+    /// Subject names.
+    subjects: Subjects,
+    /// Ranking and periods.
+    ctx: QueryContext,
+    /// Minimum time between two position pushes of one citizen.
+    interval: Duration,
+    /// When each recently pushed citizen was last pushed; entries older than
+    /// the interval are dropped, so this holds only the last interval's
+    /// active citizens.
+    last_sent: FastMap<Key, Instant>,
+    /// The latest unpushed state of citizens pushed less than an interval ago.
+    pending: FastMap<Key, StandingChange>,
+    /// Periods whose ranking changed since the last leaderboard push.
+    dirty: FastSet<PeriodIdx>,
+    /// The last leaderboard published per period, to publish only changes.
+    last_board: FastMap<PeriodIdx, LeaderboardReply>,
+}
+
+/// Runs until `shutdown` or until the pipeline drops its sender.
+pub async fn run(
+    client: async_nats::Client,
+    subjects: Subjects,
+    ctx: QueryContext,
+    mut changes: mpsc::Receiver<Vec<StandingChange>>,
+    interval: Duration,
+    leaderboard_interval: Duration,
+    mut shutdown: watch::Receiver<bool>,
+) {
+    let mut p = Pusher {
+        client,
+        subjects,
+        ctx,
+        interval,
+        last_sent: FastMap::default(),
+        pending: FastMap::default(),
+        dirty: FastSet::default(),
+        last_board: FastMap::default(),
+    };
+    // Coalesced pushes go out within a tenth of the interval of their due time.
+    let mut tick = tokio::time::interval((interval / 10).max(Duration::from_millis(10)));
+    let mut board_tick = tokio::time::interval(leaderboard_interval);
+    loop {
+        tokio::select! {
+            _ = shutdown.changed() => return,
+            batch = changes.recv() => match batch {
+                Some(batch) => p.on_changes(batch).await,
+                None => return,
+            },
+            _ = tick.tick() => p.flush_due().await,
+            _ = board_tick.tick() => p.push_boards().await,
+        }
+    }
+}
+
+impl Pusher {
+    async fn on_changes(&mut self, batch: Vec<StandingChange>) {
+        let now = Instant::now();
+        let mut send_now = Vec::new();
+        for change in batch {
+            self.dirty.insert(change.period);
+            if change.withdrawn {
+                continue;
+            }
+            let key = (change.citizen, change.period);
+            if let Some(slot) = self.pending.get_mut(&key) {
+                *slot = change;
+            } else if self
+                .last_sent
+                .get(&key)
+                .is_some_and(|t| now.duration_since(*t) < self.interval)
+            {
+                self.pending.insert(key, change);
+            } else {
+                self.last_sent.insert(key, now);
+                send_now.push(change);
+            }
+        }
+        self.publish(send_now).await;
+    }
+
+    /// Publishes the coalesced states whose interval has ended.
+    async fn flush_due(&mut self) {
+        let now = Instant::now();
+        let interval = self.interval;
+        let due: Vec<Key> = self
+            .pending
+            .keys()
+            .filter(|k| {
+                self.last_sent
+                    .get(k)
+                    .is_none_or(|t| now.duration_since(*t) >= interval)
+            })
+            .copied()
+            .collect();
+        let mut batch = Vec::with_capacity(due.len());
+        for key in due {
+            if let Some(change) = self.pending.remove(&key) {
+                self.last_sent.insert(key, now);
+                batch.push(change);
+            }
+        }
+        self.publish(batch).await;
+        let pending = &self.pending;
+        self.last_sent
+            .retain(|k, t| pending.contains_key(k) || now.duration_since(*t) < interval);
+    }
+
+    async fn publish(&mut self, batch: Vec<StandingChange>) {
+        if batch.is_empty() {
+            return;
+        }
+        let keys = batch.iter().map(|c| (c.period, c.citizen)).collect();
+        let Ok(ranks) = self.ctx.ranking.send(RanksOf(keys)).await else {
+            return;
+        };
+        for (change, rank) in batch.iter().zip(ranks) {
+            let period = self.ctx.periods.get(change.period);
+            let reply = citizen_reply(&change.id, period, &change.standing, Some(&rank));
+            let body = serde_json::to_vec(&reply).expect("reply serializes");
+            if self
+                .client
+                .publish(self.subjects.position(&change.id), body.into())
+                .await
+                .is_ok()
+            {
+                metrics::counter!("cashback_pushes_total", "kind" => "position").increment(1);
+            }
+        }
+    }
+
+    async fn push_boards(&mut self) {
+        for period in std::mem::take(&mut self.dirty) {
+            let Ok(page) = self
+                .ctx
+                .ranking
+                .send(PageOf {
+                    period,
+                    offset: 0,
+                    limit: 100,
+                })
+                .await
+            else {
+                return;
+            };
+            let id = &self.ctx.periods.get(period).id;
+            let reply = LeaderboardReply::from_page(id, page);
+            if self.last_board.get(&period) == Some(&reply) {
+                continue;
+            }
+            let body = serde_json::to_vec(&reply).expect("reply serializes");
+            if self
+                .client
+                .publish(self.subjects.leaderboard(id), body.into())
+                .await
+                .is_ok()
+            {
+                metrics::counter!("cashback_pushes_total", "kind" => "leaderboard").increment(1);
+            }
+            self.last_board.insert(period, reply);
+        }
+    }
+}
