@@ -7,6 +7,7 @@
 //! [`cashback_actors::CitizenShard`] applies it ([`cashback_engine::ledger`]),
 //! and [`services::query`] answers the app from the shard's state.
 
+pub mod commands;
 pub mod config;
 pub mod demo;
 pub mod metrics;

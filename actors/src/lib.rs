@@ -12,4 +12,4 @@ pub mod ranking;
 pub mod shard;
 pub mod supervision;
 
-pub use shard::{CitizenShard, Lookup, LookupCitizen, ShardBatch, ShardStats, Stats};
+pub use shard::{CitizenShard, Lookup, LookupCitizen, LookupMany, ShardBatch, ShardStats, Stats};

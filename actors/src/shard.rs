@@ -43,6 +43,15 @@ pub struct LookupCitizen {
     pub period: PeriodIdx,
 }
 
+/// Ask for many citizens at once, by number (one mailbox slot for a whole
+/// page, so pages never crowd the mailbox).
+#[derive(Message)]
+#[rtype(result = "Vec<Lookup>")]
+pub struct LookupMany {
+    /// (partition, citizen number, period), answered in this order.
+    pub citizens: Vec<(u16, cashback_engine::directory::CitizenIdx, PeriodIdx)>,
+}
+
 /// Answer to `LookupCitizen`.
 #[derive(Debug, Clone)]
 pub enum Lookup {
@@ -179,6 +188,26 @@ impl Handler<LookupCitizen> for CitizenShard {
             .and_then(|l| l.citizen_by_id(&q.citizen_id))
             .map(|c| Lookup::Found(c.facts.clone(), c.standing(q.period)));
         MessageResult(found.unwrap_or(Lookup::Unknown))
+    }
+}
+
+impl Handler<LookupMany> for CitizenShard {
+    type Result = MessageResult<LookupMany>;
+
+    fn handle(&mut self, q: LookupMany, _: &mut Self::Context) -> Self::Result {
+        MessageResult(
+            q.citizens
+                .into_iter()
+                .map(|(partition, idx, period)| {
+                    self.ledgers
+                        .get(&partition)
+                        .and_then(|l| l.citizen(idx))
+                        .map_or(Lookup::Unknown, |c| {
+                            Lookup::Found(c.facts.clone(), c.standing(period))
+                        })
+                })
+                .collect(),
+        )
     }
 }
 

@@ -1,5 +1,5 @@
 //! `cashback.query.citizen` and `cashback.query.leaderboard` (PROTOCOL.md
-//! section 3).
+//! section 3), and `cashback.query.awards` (see `awards`).
 
 use super::error_reply;
 use crate::nats::subjects::Subjects;
@@ -77,6 +77,7 @@ pub async fn serve(
         let kind = match msg.subject.rsplit('.').next() {
             Some("citizen") => "citizen",
             Some("leaderboard") => "leaderboard",
+            Some("awards") => "awards",
             _ => continue,
         };
         let permit = limit.clone().acquire_owned().await?;
@@ -85,7 +86,8 @@ pub async fn serve(
             let started = Instant::now();
             let body = match kind {
                 "citizen" => citizen(&ctx, &msg.payload).await,
-                _ => leaderboard(&ctx, &msg.payload).await,
+                "leaderboard" => leaderboard(&ctx, &msg.payload).await,
+                _ => super::awards::awards(&ctx, &msg.payload).await,
             };
             let _ = client.publish(reply, body).await;
             metrics::histogram!("cashback_query_latency_seconds", "query" => kind)

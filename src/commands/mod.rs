@@ -1,0 +1,8 @@
+//! Client commands of the `cashback` binary: they talk to a running engine
+//! (or to JetStream) over NATS.
+
+pub mod awards;
+pub mod import;
+
+/// The NATS URL when none is given: the embedded server's default address.
+pub const DEFAULT_URL: &str = "nats://127.0.0.1:4222";
