@@ -53,6 +53,19 @@ enum Bench {
         #[arg(long, default_value_t = 2)]
         runs: usize,
     },
+    /// Citizen position queries over NATS request-reply from one client
+    /// connection, vs an echo responder on the same server.
+    Queries {
+        /// Enrolled citizens (each with some payments, so they are ranked).
+        #[arg(long, default_value_t = 100_000)]
+        citizens: usize,
+        /// Queries to send.
+        #[arg(long, default_value_t = 200_000)]
+        count: usize,
+        /// Requests in flight on the one connection.
+        #[arg(long, default_value_t = 256)]
+        in_flight: usize,
+    },
 }
 
 /// What the raw reader decodes into: the same fields, borrowed, no checks.
@@ -86,6 +99,11 @@ fn main() -> Result<()> {
             citizens,
             runs,
         } => rt.block_on(catchup(count, citizens, runs))?,
+        Bench::Queries {
+            citizens,
+            count,
+            in_flight,
+        } => rt.block_on(queries(citizens, count, in_flight))?,
     };
     println!("{table}");
     if let Some(path) = cli.append {
@@ -387,5 +405,146 @@ async fn catchup(count: usize, citizens: usize, runs: usize) -> Result<String> {
          | messages/s from stream start to last applied ({last} messages: {citizens} citizens' enrollments + {count} authorizations) | {engine_rate:.0} | {raw_rate:.0} (ordered consumer, borrowed decode) | {ratio:.2} | >= 0.80: {} |\n",
         machine(),
         if ratio >= 0.8 { "met" } else { "**missed**" },
+    ))
+}
+
+/// Spawns the engine on `url` and waits until it has applied `last`.
+async fn start_engine(
+    url: &str,
+    config: &std::path::Path,
+    last: u64,
+) -> Result<std::process::Child> {
+    let exe = std::env::current_exe()?.with_file_name("cashback");
+    let port = NatsServer::free_port()?;
+    let child = Command::new(&exe)
+        .args(["serve", "--config"])
+        .arg(config)
+        .args(["--nats-url", url])
+        .env("CASHBACK_METRICS_LISTEN", format!("127.0.0.1:{port}"))
+        .env("CASHBACK_LOG", "warn")
+        .stdout(Stdio::null())
+        .spawn()
+        .context("start the engine")?;
+    let deadline = Instant::now() + Duration::from_secs(600);
+    while applied_seq(port).await.unwrap_or(0) < last {
+        if Instant::now() > deadline {
+            bail!("engine did not catch up");
+        }
+        tokio::time::sleep(Duration::from_millis(20)).await;
+    }
+    Ok(child)
+}
+
+/// Sends `count` requests from one connection with `in_flight` outstanding;
+/// returns (requests/s, p50 µs, p99 µs, failures).
+async fn request_load(
+    client: &async_nats::Client,
+    subject: &str,
+    bodies: &[bytes::Bytes],
+    count: usize,
+    in_flight: usize,
+) -> (f64, f64, f64, usize) {
+    let started = Instant::now();
+    let results: Vec<(Duration, bool)> = futures::stream::iter(0..count)
+        .map(|i| {
+            let client = client.clone();
+            let body = bodies[i % bodies.len()].clone();
+            let subject = subject.to_owned();
+            async move {
+                let t = Instant::now();
+                let ok = match tokio::time::timeout(
+                    Duration::from_secs(10),
+                    client.request(subject, body),
+                )
+                .await
+                {
+                    Ok(Ok(m)) => m.payload.starts_with(b"{\"ok\":true"),
+                    _ => false,
+                };
+                (t.elapsed(), ok)
+            }
+        })
+        .buffer_unordered(in_flight)
+        .collect()
+        .await;
+    let rate = count as f64 / started.elapsed().as_secs_f64();
+    let mut lat: Vec<Duration> = results.iter().map(|r| r.0).collect();
+    lat.sort();
+    let pct =
+        |p: f64| lat[((lat.len() as f64 * p) as usize).min(lat.len() - 1)].as_secs_f64() * 1e6;
+    let failures = results.iter().filter(|r| !r.1).count();
+    (rate, pct(0.50), pct(0.99), failures)
+}
+
+async fn queries(citizens: usize, count: usize, in_flight: usize) -> Result<String> {
+    let dir = tempfile::tempdir()?;
+    let bin = NatsServer::locate("")?;
+    let server = NatsServer::start(&bin, 0, &dir.path().join("nats"))?;
+    let client = async_nats::ConnectOptions::new()
+        .request_timeout(Some(Duration::from_secs(10)))
+        .connect(server.url())
+        .await?;
+    let js = jetstream::new(client.clone());
+    let subjects = Subjects::new("cashback");
+    ensure_stream(&js, &Config::default(), &subjects).await?;
+    let config = bench_config(dir.path())?;
+    eprintln!("pre-publishing {citizens} citizens with payments...");
+    let last = prepublish(&js, &subjects, citizens * 5, citizens).await?;
+    let mut engine = start_engine(server.url(), &config, last).await?;
+
+    // Reference: an echo responder on the same server, answering a
+    // query-shaped reply without doing any work.
+    let mut echo = client.subscribe("bench.echo").await?;
+    let responder = client.clone();
+    let echo_task = tokio::spawn(async move {
+        while let Some(m) = echo.next().await {
+            if let Some(reply) = m.reply {
+                let _ = responder
+                    .publish(reply, bytes::Bytes::from_static(br#"{"ok":true,"echo":1}"#))
+                    .await;
+            }
+        }
+    });
+    let bodies: Vec<bytes::Bytes> = (0..citizens)
+        .map(|c| {
+            json!({"citizen_id": format!("bench-{c}")})
+                .to_string()
+                .into()
+        })
+        .collect();
+    // Warm-up, then the measured runs, engine and reference alternating.
+    request_load(
+        &client,
+        "cashback.query.citizen",
+        &bodies,
+        count / 10,
+        in_flight,
+    )
+    .await;
+    let (e_rate, e50, e99, e_fail) =
+        request_load(&client, "cashback.query.citizen", &bodies, count, in_flight).await;
+    let (r_rate, r50, r99, _) =
+        request_load(&client, "bench.echo", &bodies, count, in_flight).await;
+    echo_task.abort();
+    unsafe {
+        libc::kill(engine.id() as libc::pid_t, libc::SIGTERM);
+    }
+    engine.wait()?;
+    let date = chrono::Utc::now().format("%Y-%m-%d %H:%M UTC");
+    Ok(format!(
+        "### Position queries over NATS, {date}\n\
+         Machine: {}. nats-server 2.15.1 (embedded), release build, {citizens} ranked citizens, one client connection, {in_flight} requests in flight.\n\
+         Command: `cargo run --release --bin cashback-bench -- queries --citizens {citizens} --count {count} --in-flight {in_flight}`\n\n\
+         | figure | engine (`cashback.query.citizen`) | reference: echo responder, same server, same run | goal |\n\
+         |---|---|---|---|\n\
+         | requests/s | {e_rate:.0} | {r_rate:.0} | >= 30,000: {} |\n\
+         | latency p50 / p99 | {:.2} / {:.2} ms | {:.2} / {:.2} ms | |\n\
+         | failed requests | {e_fail} of {count} | | 0 |\n",
+        machine(),
+        if e_rate >= 30_000.0 && e_fail == 0 { "met" } else { "**missed**" },
+        e50 / 1000.0,
+        e99 / 1000.0,
+        r50 / 1000.0,
+        r99 / 1000.0,
     ))
 }
