@@ -12,4 +12,6 @@ pub mod ranking;
 pub mod shard;
 pub mod supervision;
 
-pub use shard::{CitizenShard, Lookup, LookupCitizen, LookupMany, ShardBatch, ShardStats, Stats};
+pub use shard::{
+    CitizenShard, Lookup, LookupCitizen, LookupMany, ShardBatch, ShardStats, StatementOf, Stats,
+};

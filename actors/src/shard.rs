@@ -52,6 +52,18 @@ pub struct LookupMany {
     pub citizens: Vec<(u16, cashback_engine::directory::CitizenIdx, PeriodIdx)>,
 }
 
+/// The statement lines of a citizen held in this shard's partitions (a
+/// citizen's payments live with their cards, which may be anchored in a
+/// partition of another shard after a card changed owner).
+#[derive(Message)]
+#[rtype(result = "Vec<cashback_engine::ledger::StatementLine>")]
+pub struct StatementOf {
+    /// The citizen's number.
+    pub citizen: cashback_engine::directory::CitizenIdx,
+    /// The period.
+    pub period: PeriodIdx,
+}
+
 /// Answer to `LookupCitizen`.
 #[derive(Debug, Clone)]
 pub enum Lookup {
@@ -208,6 +220,18 @@ impl Handler<LookupMany> for CitizenShard {
                 })
                 .collect(),
         )
+    }
+}
+
+impl Handler<StatementOf> for CitizenShard {
+    type Result = MessageResult<StatementOf>;
+
+    fn handle(&mut self, q: StatementOf, _: &mut Self::Context) -> Self::Result {
+        let mut lines = Vec::new();
+        for ledger in self.ledgers.values() {
+            ledger.statement_lines(q.citizen, q.period, &mut lines);
+        }
+        MessageResult(lines)
     }
 }
 

@@ -86,6 +86,8 @@ pub struct Authorization {
     /// Hash of (acquirer_code, acquirer_id, correlation_id) when a non-empty
     /// correlation id is present.
     pub correlation_key: Option<u64>,
+    /// The acquirer's code, for statements (the router interns it).
+    pub acquirer_code: Box<str>,
     /// How many times the shard should panic on this message: a test hook,
     /// set only when fault injection is enabled (see `Decoder`).
     pub injected_panics: u8,
@@ -383,6 +385,7 @@ impl Decoder {
             _ => 0,
         };
         Ok(Authorization {
+            acquirer_code: acquirer_code.into(),
             operation,
             operation_type: op,
             circuit_type: circuit,

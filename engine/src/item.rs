@@ -43,6 +43,12 @@ pub struct PaymentItem {
     pub trx_date: Timestamp,
     /// Cents.
     pub amount: u64,
+    /// The acquirer's code, interned: shown in the citizen's statement.
+    pub acquirer: Arc<str>,
+    /// Wire circuit type (0-10), for the statement.
+    pub circuit_type: u8,
+    /// Wire operation type (0, 2 or 3), for the statement.
+    pub operation_type: u8,
     /// See `Authorization::terminal_key`.
     pub terminal_key: u64,
     /// See `Authorization::correlation_key`.
@@ -227,11 +233,25 @@ pub struct Report {
     pub reversals_applied: u64,
     /// Reversals parked to wait for their payment.
     pub reversals_parked: u64,
+    /// Net change of the accrued cashback (uncapped, after reversals) of the
+    /// citizens held here, per period: for the `cashback_accrued_euros` metric.
+    pub cashback: SmallVec<[(PeriodIdx, Decimal); 2]>,
 }
 
 impl Report {
+    /// Adds `delta` to the accrued-cashback change of `period`.
+    pub fn accrue(&mut self, period: PeriodIdx, delta: Decimal) {
+        match self.cashback.iter_mut().find(|(p, _)| *p == period) {
+            Some((_, sum)) => *sum += delta,
+            None => self.cashback.push((period, delta)),
+        }
+    }
+
     /// Adds another report's contents to this one.
     pub fn merge(&mut self, other: Report) {
+        for (period, delta) in other.cashback {
+            self.accrue(period, delta);
+        }
         self.rejections.extend(other.rejections);
         self.settled.extend(other.settled);
         self.credits.extend(other.credits);

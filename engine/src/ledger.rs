@@ -74,6 +74,33 @@ pub struct PaymentRecord {
     pub citizen: CitizenIdx,
     /// Which period it counted in.
     pub period: PeriodIdx,
+    /// The acquirer's code (interned), for the statement.
+    pub acquirer: Arc<str>,
+    /// Wire circuit type, for the statement.
+    pub circuit_type: u8,
+    /// Wire operation type, for the statement.
+    pub operation_type: u8,
+}
+
+/// One line of a citizen's statement (PROTOCOL.md, `cashback.query.transactions`).
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct StatementLine {
+    /// When the card was used.
+    pub trx_date: Timestamp,
+    /// Arrival order: the second sort key.
+    pub seq: u64,
+    /// The acquirer's code.
+    pub acquirer: Arc<str>,
+    /// Wire circuit type.
+    pub circuit_type: u8,
+    /// Wire operation type.
+    pub operation_type: u8,
+    /// Original amount, cents.
+    pub amount: u64,
+    /// Remaining after reversals, cents.
+    pub balance: u64,
+    /// The payment's current score.
+    pub cashback: Decimal,
 }
 
 /// A card's book in its anchor partition.
@@ -112,6 +139,9 @@ pub struct Ledger {
     cards: FastMap<Hpan, CardBook>,
     /// Parked reversals by deadline, so expiry never scans every card.
     expiry: BTreeSet<(Timestamp, u64, Hpan)>,
+    /// Where each citizen's payments are among this partition's card books
+    /// (card, position): a derived index for statements, rebuilt on restart.
+    statement: FastMap<CitizenIdx, Vec<(Hpan, u32)>>,
 }
 
 impl Ledger {
@@ -125,6 +155,7 @@ impl Ledger {
             by_id: HashMap::new(),
             cards: FastMap::default(),
             expiry: BTreeSet::new(),
+            statement: FastMap::default(),
         }
     }
 
@@ -226,6 +257,41 @@ impl Ledger {
         }
     }
 
+    /// The payments kept here that counted for `citizen` in `period`.
+    pub fn statement_lines(
+        &self,
+        citizen: CitizenIdx,
+        period: PeriodIdx,
+        out: &mut Vec<StatementLine>,
+    ) {
+        let Some(index) = self.statement.get(&citizen) else {
+            return;
+        };
+        let p = self.periods.get(period);
+        for (hpan, pos) in index {
+            let Some(r) = self
+                .cards
+                .get(hpan)
+                .and_then(|b| b.payments.get(*pos as usize))
+            else {
+                continue;
+            };
+            if r.period != period || r.citizen != citizen {
+                continue;
+            }
+            out.push(StatementLine {
+                trx_date: r.trx_date,
+                seq: r.seq,
+                acquirer: r.acquirer.clone(),
+                circuit_type: r.circuit_type,
+                operation_type: r.operation_type,
+                amount: r.amount,
+                balance: r.balance,
+                cashback: score(r.balance, p.cashback_rate, p.max_cashback_per_transaction),
+            });
+        }
+    }
+
     /// Rebuilds what is derived from the primary state (the expiry index and
     /// the id index). Called when a supervised shard restarts, so a restart
     /// never trusts an index that a panic may have left half-written.
@@ -244,6 +310,15 @@ impl Ledger {
             .iter()
             .map(|(idx, c)| (c.facts.id.clone(), *idx))
             .collect();
+        self.statement.clear();
+        for (hpan, book) in &self.cards {
+            for (pos, p) in book.payments.iter().enumerate() {
+                self.statement
+                    .entry(p.citizen)
+                    .or_default()
+                    .push((*hpan, pos as u32));
+            }
+        }
     }
 
     fn upsert_citizen(&mut self, facts: &CitizenFacts, report: &mut Report) {
@@ -279,6 +354,7 @@ impl Ledger {
         };
         standing.count = (standing.count as i64 + c.count as i64).max(0) as u32;
         standing.cashback += c.cashback;
+        report.accrue(c.period, c.cashback);
         if let Some(t) = c.trx_date {
             standing.last_trx = Some(standing.last_trx.map_or(t, |l| l.max(t)));
         }
@@ -294,20 +370,24 @@ impl Ledger {
             period.cashback_rate,
             period.max_cashback_per_transaction,
         );
-        self.cards
-            .entry(p.hpan)
+        let book = self.cards.entry(p.hpan).or_default();
+        self.statement
+            .entry(p.citizen)
             .or_default()
-            .payments
-            .push(PaymentRecord {
-                seq: p.seq,
-                trx_date: p.trx_date,
-                amount: p.amount,
-                balance: p.amount,
-                terminal_key: p.terminal_key,
-                correlation_key: p.correlation_key,
-                citizen: p.citizen,
-                period: p.period,
-            });
+            .push((p.hpan, book.payments.len() as u32));
+        book.payments.push(PaymentRecord {
+            seq: p.seq,
+            trx_date: p.trx_date,
+            amount: p.amount,
+            balance: p.amount,
+            terminal_key: p.terminal_key,
+            correlation_key: p.correlation_key,
+            citizen: p.citizen,
+            period: p.period,
+            acquirer: p.acquirer.clone(),
+            circuit_type: p.circuit_type,
+            operation_type: p.operation_type,
+        });
         report.payments += 1;
         self.credit(
             Credit {

@@ -72,6 +72,9 @@ pub struct Router {
     parked: FastMap<u128, (Timestamp, u16)>,
     /// The same, by deadline (entries whose key left `parked` are skipped).
     parked_expiry: BTreeSet<(Timestamp, u128)>,
+    /// Acquirer codes, interned: a handful of distinct codes shared by
+    /// millions of payment records.
+    acquirers: FastMap<Box<str>, Arc<str>>,
     /// Broker time of the message being processed: the clock for expiring
     /// parked reversals (RULES.md: "a processed message's broker time").
     now: Timestamp,
@@ -89,6 +92,7 @@ impl Router {
             orphans: FastMap::default(),
             orphan_expiry: BTreeSet::new(),
             parked: FastMap::default(),
+            acquirers: FastMap::default(),
             parked_expiry: BTreeSet::new(),
             now: Timestamp::default(),
         }
@@ -240,6 +244,14 @@ impl Router {
             ));
         }
         self.remembered.insert(auth.dedup_key);
+        let acquirer = match self.acquirers.get(&auth.acquirer_code) {
+            Some(a) => a.clone(),
+            None => {
+                let a: Arc<str> = auth.acquirer_code.as_ref().into();
+                self.acquirers.insert(auth.acquirer_code.clone(), a.clone());
+                a
+            }
+        };
         let card = self.directory.card(&auth.hpan).expect("owner found");
         Routed::Forward(
             card.anchor,
@@ -253,6 +265,9 @@ impl Router {
                 period,
                 trx_date: auth.trx_date,
                 amount: auth.total_amount,
+                acquirer,
+                circuit_type: auth.circuit_type,
+                operation_type: auth.operation_type,
                 terminal_key: auth.terminal_key,
                 correlation_key: auth.correlation_key,
                 withdrawn: self.withdrawn_owners(&auth.hpan),

@@ -5,6 +5,7 @@
 pub mod awards;
 pub mod enrollment;
 pub mod query;
+pub mod statement;
 
 use serde_json::json;
 

@@ -78,6 +78,7 @@ pub async fn serve(
             Some("citizen") => "citizen",
             Some("leaderboard") => "leaderboard",
             Some("awards") => "awards",
+            Some("transactions") => "transactions",
             _ => continue,
         };
         let permit = limit.clone().acquire_owned().await?;
@@ -87,6 +88,7 @@ pub async fn serve(
             let body = match kind {
                 "citizen" => citizen(&ctx, &msg.payload).await,
                 "leaderboard" => leaderboard(&ctx, &msg.payload).await,
+                "transactions" => super::statement::transactions(&ctx, &msg.payload).await,
                 _ => super::awards::awards(&ctx, &msg.payload).await,
             };
             let _ = client.publish(reply, body).await;
