@@ -66,6 +66,16 @@ enum Bench {
         #[arg(long, default_value_t = 256)]
         in_flight: usize,
     },
+    /// Statement query latency for a citizen with 1,000 payments, idle and
+    /// while authorizations are published at `--rate`.
+    Statement {
+        /// Authorizations per second offered during the loaded phase.
+        #[arg(long, default_value_t = 50_000)]
+        rate: usize,
+        /// Seconds of load.
+        #[arg(long, default_value_t = 20)]
+        seconds: u64,
+    },
 }
 
 /// What the raw reader decodes into: the same fields, borrowed, no checks.
@@ -104,6 +114,7 @@ fn main() -> Result<()> {
             count,
             in_flight,
         } => rt.block_on(queries(citizens, count, in_flight))?,
+        Bench::Statement { rate, seconds } => rt.block_on(statement(rate, seconds))?,
     };
     println!("{table}");
     if let Some(path) = cli.append {
@@ -546,5 +557,131 @@ async fn queries(citizens: usize, count: usize, in_flight: usize) -> Result<Stri
         e99 / 1000.0,
         r50 / 1000.0,
         r99 / 1000.0,
+    ))
+}
+
+/// Sequential statement queries for `bench-0` until `stop`; latencies in µs.
+async fn statement_latencies(client: async_nats::Client, stop: Instant) -> Result<Vec<f64>> {
+    let body: bytes::Bytes = json!({"citizen_id": "bench-0", "limit": 100})
+        .to_string()
+        .into();
+    let mut lat = Vec::new();
+    while Instant::now() < stop {
+        let t = Instant::now();
+        let reply = client
+            .request("cashback.query.transactions", body.clone())
+            .await?;
+        lat.push(t.elapsed().as_secs_f64() * 1e6);
+        let v: serde_json::Value = serde_json::from_slice(&reply.payload)?;
+        if v["total"].as_u64().unwrap_or(0) < 1000 {
+            bail!("the statement should list 1,000 payments: {v}");
+        }
+    }
+    lat.sort_by(|a, b| a.total_cmp(b));
+    Ok(lat)
+}
+
+fn pct(lat: &[f64], p: f64) -> f64 {
+    lat[((lat.len() as f64 * p) as usize).min(lat.len() - 1)] / 1000.0
+}
+
+async fn statement(rate: usize, seconds: u64) -> Result<String> {
+    let dir = tempfile::tempdir()?;
+    let bin = NatsServer::locate("")?;
+    let server = NatsServer::start(&bin, 0, &dir.path().join("nats"))?;
+    let client = async_nats::connect(server.url()).await?;
+    let js = jetstream::new(client.clone());
+    let subjects = Subjects::new("cashback");
+    ensure_stream(&js, &Config::default(), &subjects).await?;
+    let config = bench_config(dir.path())?;
+    let citizens = 100_000;
+    prepublish(&js, &subjects, 200_000, citizens).await?;
+    // bench-0's card: 1,000 payments more.
+    let mut p = Publisher {
+        js: js.clone(),
+        acks: VecDeque::new(),
+    };
+    let now = Timestamp::now();
+    for n in 0..1000 {
+        let v = json!({
+            "acquirer_code": "32875", "operation_type": "00", "circuit_type": "01",
+            "hpan": hpan(0, 0), "trx_date": now.plus_secs(-3600 - n).to_rome_rfc3339(),
+            "id_trx_acquirer": format!("s{n}"), "total_amount": 1000 + n,
+            "currency": "978", "acquirer_id": "A1", "merchant_id": "M1",
+            "terminal_id": "T1", "bin": "40000000", "mcc": "5411"
+        });
+        p.send(subjects.auth("32875"), None, v.to_string().into_bytes())
+            .await?;
+    }
+    p.finish().await?;
+    let last = js
+        .get_stream("CASHBACK")
+        .await?
+        .info()
+        .await?
+        .state
+        .last_sequence;
+    let mut engine = start_engine(server.url(), &config, last).await?;
+    let querier = async_nats::connect(server.url()).await?;
+
+    let idle =
+        statement_latencies(querier.clone(), Instant::now() + Duration::from_secs(5)).await?;
+
+    // Load: `rate` payments a second for `seconds`, paced every 10 ms.
+    let load_js = js.clone();
+    let auth_subject = subjects.auth("32875");
+    let load = tokio::spawn(async move {
+        let mut p = Publisher {
+            js: load_js,
+            acks: VecDeque::new(),
+        };
+        let mut rng = StdRng::seed_from_u64(9);
+        let per_tick = rate / 100;
+        let mut tick = tokio::time::interval(Duration::from_millis(10));
+        let started = Instant::now();
+        let mut sent = 0usize;
+        let now = Timestamp::now();
+        while started.elapsed() < Duration::from_secs(seconds) {
+            tick.tick().await;
+            for _ in 0..per_tick {
+                let c = rng.gen_range(1..citizens);
+                let v = json!({
+                    "acquirer_code": "32875", "operation_type": "00", "circuit_type": "01",
+                    "hpan": hpan(c, 0), "trx_date": now.plus_secs(-rng.gen_range(60..86_400)).to_rome_rfc3339(),
+                    "id_trx_acquirer": format!("l{sent}"), "total_amount": rng.gen_range(100..9000u64),
+                    "currency": "978", "acquirer_id": "A1", "merchant_id": "M1",
+                    "terminal_id": "T1", "bin": "40000000", "mcc": "5411"
+                });
+                p.send(auth_subject.clone(), None, v.to_string().into_bytes())
+                    .await?;
+                sent += 1;
+            }
+        }
+        p.finish().await?;
+        Ok::<_, anyhow::Error>(sent as f64 / started.elapsed().as_secs_f64())
+    });
+    let loaded =
+        statement_latencies(querier, Instant::now() + Duration::from_secs(seconds)).await?;
+    let offered = load.await??;
+    unsafe {
+        libc::kill(engine.id() as libc::pid_t, libc::SIGTERM);
+    }
+    engine.wait()?;
+    let date = chrono::Utc::now().format("%Y-%m-%d %H:%M UTC");
+    Ok(format!(
+        "### Statement query under load, {date}\n\
+         Machine: {}. nats-server 2.15.1 (embedded), release build; 100,000 citizens; the queried citizen has 1,000 payments; page of 100; one query at a time.\n\
+         Command: `cargo run --release --bin cashback-bench -- statement --rate {rate} --seconds {seconds}`\n\n\
+         | figure | under load ({offered:.0} authorizations/s achieved of {rate} offered) | reference: same query, idle engine, same run | goal |\n\
+         |---|---|---|---|\n\
+         | statement latency p50 / p99 | {:.2} / {:.2} ms ({} queries) | {:.2} / {:.2} ms ({} queries) | p99 < 5 ms: {} |\n",
+        machine(),
+        pct(&loaded, 0.5),
+        pct(&loaded, 0.99),
+        loaded.len(),
+        pct(&idle, 0.5),
+        pct(&idle, 0.99),
+        idle.len(),
+        if pct(&loaded, 0.99) < 5.0 && offered >= rate as f64 * 0.95 { "met" } else { "**missed**" },
     ))
 }
