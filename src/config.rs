@@ -36,6 +36,10 @@ pub struct Config {
     pub push_interval_ms: u64,
     /// Time between leaderboard pushes while it changes, ms.
     pub leaderboard_interval_ms: u64,
+    /// Seconds between snapshots (0: none; the log is replayed from its start).
+    pub snapshot_interval_secs: u64,
+    /// Purge the stream up to the oldest kept snapshot after each snapshot.
+    pub purge_after_snapshot: bool,
     /// Address of `/metrics` and `/health`.
     pub metrics_listen: String,
     /// Lag (messages) above which `/health` answers 503.
@@ -65,6 +69,8 @@ impl Default for Config {
             reversal_park_days: 30,
             push_interval_ms: 1000,
             leaderboard_interval_ms: 1000,
+            snapshot_interval_secs: 300,
+            purge_after_snapshot: true,
             metrics_listen: "0.0.0.0:9464".into(),
             health_max_lag: 10_000,
             data_dir: "data".into(),

@@ -6,21 +6,46 @@
 //! as an ordinary error at start. Histograms get explicit buckets (otherwise
 //! the exporter renders summaries) and the upkeep task runs (otherwise
 //! histogram memory grows).
+//!
+//! Where each series comes from:
+//! - emitted where it happens: authorizations and rejections (pipeline,
+//!   `Progress::reject`), apply latency and per-shard batches (pipeline),
+//!   enrollment and query requests (services), pushes (`push`);
+//! - refreshed at every scrape from [`Progress`]: lag, positions, health;
+//! - polled every second by [`collect`] from the actors: ranked participants
+//!   and cut-off per period (the ranking aggregator), shard sizes and
+//!   restarts (the shards), and cashback accrued per period (`Progress`).
+//!
+//! No label carries an IBAN, an hpan or a citizen id: the labels are
+//! `outcome`, `reason`, `subject`, `query`, `kind`, `shard` (0..shards-1),
+//! `period` (a configured award period id) and `version`.
 
 use crate::progress::Progress;
+use actix::Addr;
 use anyhow::{Context, Result};
+use cashback_actors::ranking::{PageOf, RankingAggregator};
+use cashback_actors::{CitizenShard, ShardStats};
+use cashback_engine::period::Periods;
 use metrics_exporter_prometheus::{Matcher, PrometheusBuilder, PrometheusHandle};
+use rust_decimal::prelude::ToPrimitive;
 use std::sync::atomic::Ordering::Relaxed;
 use std::sync::{Arc, OnceLock};
 use std::time::Duration;
 use tokio::io::{AsyncReadExt, AsyncWriteExt};
 use tokio::net::{TcpListener, TcpStream};
+use tokio::sync::watch;
 
 /// Latency buckets, seconds: 100 µs to 30 s.
 const LATENCY_BUCKETS: &[f64] = &[
     0.0001, 0.00025, 0.0005, 0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0, 2.5,
     5.0, 10.0, 30.0,
 ];
+
+/// How often [`collect`] polls the actors.
+const COLLECT_EVERY: Duration = Duration::from_secs(1);
+
+/// How long [`collect`] waits for one actor's answer before skipping it.
+const ASK_TIMEOUT: Duration = Duration::from_secs(2);
 
 /// The process-wide recorder handle (a process has one global recorder).
 static HANDLE: OnceLock<PrometheusHandle> = OnceLock::new();
@@ -44,31 +69,146 @@ pub fn install() -> Result<PrometheusHandle> {
 /// Help texts, and zeros for every labelled series an operator expects.
 fn describe() {
     use cashback_engine::reason::Reason;
-    metrics::describe_counter!(
+    use metrics::{describe_counter, describe_gauge, describe_histogram, Unit};
+    describe_counter!(
         "cashback_authorizations_total",
-        "Authorizations by outcome: counted, reversal_applied, reversal_parked, rejected"
+        "Authorizations read from the log, by outcome: counted, reversal_applied, reversal_parked, rejected"
     );
-    metrics::describe_counter!(
+    describe_counter!(
         "cashback_rejections_total",
-        "Rejected authorizations by reason"
+        "Authorizations rejected (published on cashback.rejected.<reason>), by reason"
     );
-    metrics::describe_histogram!(
+    describe_histogram!(
         "cashback_apply_latency_seconds",
-        metrics::Unit::Seconds,
-        "From broker receive time to applied by the shards"
+        Unit::Seconds,
+        "From an authorization's JetStream receive time to its batch applied by the shards (during a replay: the age of the replayed messages)"
     );
-    metrics::describe_gauge!(
+    describe_gauge!(
         "cashback_stream_lag_messages",
-        "Messages in the stream not yet applied"
+        "Messages in the stream (authorizations and enrollment journal) not yet applied"
     );
-    metrics::describe_counter!(
+    describe_gauge!(
+        "cashback_stream_last_sequence",
+        "Last sequence in the JetStream stream, as last seen"
+    );
+    describe_gauge!(
+        "cashback_applied_sequence",
+        "Highest stream sequence whose effects are applied"
+    );
+    describe_gauge!(
+        "cashback_nats_connected",
+        "1 while the engine's NATS connection is up"
+    );
+    describe_gauge!(
+        "cashback_log_replayed",
+        "1 once the log found at start has been replayed"
+    );
+    describe_gauge!(
+        "cashback_healthy",
+        "1 when /health answers 200 (connected, replayed, lag within health_max_lag)"
+    );
+    describe_gauge!(
+        "cashback_enrolled_citizens",
+        "Citizens in the directory (withdrawn ones included)"
+    );
+    describe_gauge!(
+        "cashback_shard_batches_in_flight",
+        "Batches sent to a citizen shard and not yet answered (its mailbox's work; at most 4)"
+    );
+    describe_counter!(
+        "cashback_shard_items_applied_total",
+        "Work items a citizen shard applied: payments, reversals, credits, citizen updates, ticks"
+    );
+    describe_gauge!(
+        "cashback_shard_citizens",
+        "Citizens held by a citizen shard"
+    );
+    describe_gauge!(
+        "cashback_shard_parked_reversals",
+        "Reversals waiting for their payment in a citizen shard"
+    );
+    describe_counter!(
+        "cashback_shard_restarts_total",
+        "Restarts of a citizen shard by its supervisor after a panic"
+    );
+    describe_counter!(
+        "cashback_shard_items_set_aside_total",
+        "Items a citizen shard set aside as internal_error after repeated panics"
+    );
+    describe_counter!(
         "cashback_enrollment_requests_total",
-        "Enrollment requests by subject and outcome"
+        "Enrollment requests by subject (citizen, card, card_remove, citizen_remove) and outcome (ok or the error code)"
+    );
+    describe_histogram!(
+        "cashback_enrollment_latency_seconds",
+        Unit::Seconds,
+        "Enrollment request to reply (journaled and applied), by subject"
+    );
+    describe_histogram!(
+        "cashback_query_latency_seconds",
+        Unit::Seconds,
+        "Query request to reply, by query (citizen, leaderboard, awards)"
+    );
+    describe_counter!(
+        "cashback_pushes_total",
+        "Live pushes published, by kind (position, leaderboard)"
+    );
+    describe_gauge!(
+        "cashback_ranked_participants",
+        "Citizens ranked in an award period (at least one payment counting, not withdrawn)"
+    );
+    describe_gauge!(
+        "cashback_ranking_cutoff_transactions",
+        "Transaction count at position supercashback_winners of an award period (or at the last position when fewer are ranked): the Supercashback cut-off"
+    );
+    describe_gauge!(
+        "cashback_ranking_top_transactions",
+        "Transaction count at position 1 of an award period"
+    );
+    describe_gauge!(
+        "cashback_supercashback_winners",
+        "Configured supercashback_winners of an award period"
+    );
+    describe_gauge!(
+        "cashback_accrued_euros",
+        "Cashback accrued in an award period: sum over citizens (withdrawn ones included) of the payments' scores after reversals, before the per-citizen max_cashback and min_transactions"
+    );
+    describe_gauge!(
+        "cashback_build_info",
+        "Always 1; the version label is the engine's version"
     );
     for r in Reason::ALL {
         metrics::counter!("cashback_rejections_total", "reason" => r.as_str()).absolute(0);
     }
+    for outcome in ["counted", "reversal_applied", "reversal_parked", "rejected"] {
+        metrics::counter!("cashback_authorizations_total", "outcome" => outcome).absolute(0);
+    }
+    for kind in ["position", "leaderboard"] {
+        metrics::counter!("cashback_pushes_total", "kind" => kind).absolute(0);
+    }
+    // Registered so that the series exist (with zero buckets) before the first event.
+    let _ = metrics::histogram!("cashback_apply_latency_seconds");
+    metrics::gauge!("cashback_stream_lag_messages").set(0.0);
     metrics::gauge!("cashback_build_info", "version" => env!("CARGO_PKG_VERSION")).set(1.0);
+}
+
+/// Per-shard bookkeeping when a flush sends `batches` ((shard, items) pairs).
+pub fn batches_sent(batches: &[(usize, usize)]) {
+    for (shard, _) in batches {
+        metrics::gauge!("cashback_shard_batches_in_flight", "shard" => shard.to_string())
+            .increment(1.0);
+    }
+}
+
+/// Per-shard bookkeeping when the shards answered the `batches` of a flush.
+pub fn batches_applied(batches: &[(usize, usize)]) {
+    for (shard, items) in batches {
+        let label = shard.to_string();
+        metrics::gauge!("cashback_shard_batches_in_flight", "shard" => label.clone())
+            .decrement(1.0);
+        metrics::counter!("cashback_shard_items_applied_total", "shard" => label)
+            .increment(*items as u64);
+    }
 }
 
 /// Binds `listen` now (so a taken port is a clear error at start) and serves
@@ -109,6 +249,82 @@ pub fn healthy(progress: &Progress, max_lag: u64) -> bool {
     progress.connected.load(Relaxed) && progress.replayed.load(Relaxed) && progress.lag() <= max_lag
 }
 
+/// Sets the gauges that mirror [`Progress`], so a scrape sees them current.
+fn refresh(progress: &Progress, max_lag: u64) {
+    let flag = |b: bool| if b { 1.0 } else { 0.0 };
+    metrics::gauge!("cashback_stream_lag_messages").set(progress.lag() as f64);
+    metrics::gauge!("cashback_stream_last_sequence")
+        .set(progress.stream_last_seq.load(Relaxed) as f64);
+    metrics::gauge!("cashback_applied_sequence").set(progress.applied_seq.load(Relaxed) as f64);
+    metrics::gauge!("cashback_nats_connected").set(flag(progress.connected.load(Relaxed)));
+    metrics::gauge!("cashback_log_replayed").set(flag(progress.replayed.load(Relaxed)));
+    metrics::gauge!("cashback_healthy").set(flag(healthy(progress, max_lag)));
+    metrics::gauge!("cashback_enrolled_citizens").set(progress.citizens.load(Relaxed) as f64);
+}
+
+/// Polls the actors every second for the series only they know: the ranking
+/// per period, and each shard's size and restarts; and publishes the
+/// cashback accrued per period. Runs until `shutdown`.
+pub async fn collect(
+    progress: Arc<Progress>,
+    shards: Vec<Addr<CitizenShard>>,
+    ranking: Addr<RankingAggregator>,
+    periods: Arc<Periods>,
+    mut shutdown: watch::Receiver<bool>,
+) {
+    for p in periods.all() {
+        metrics::gauge!("cashback_supercashback_winners", "period" => p.id.clone())
+            .set(p.supercashback_winners as f64);
+    }
+    let mut tick = tokio::time::interval(COLLECT_EVERY);
+    tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
+    loop {
+        tokio::select! {
+            _ = shutdown.changed() => return,
+            _ = tick.tick() => {}
+        }
+        let accrued = progress.accrued();
+        for (idx, p) in periods.all().iter().enumerate() {
+            let euros = accrued.get(idx).copied().unwrap_or_default();
+            metrics::gauge!("cashback_accrued_euros", "period" => p.id.clone())
+                .set(euros.to_f64().unwrap_or(0.0));
+            // One request at a time, with no entries: the totals only.
+            let ask = ranking.send(PageOf {
+                period: idx as u16,
+                offset: 0,
+                limit: 0,
+            });
+            let Ok(Ok(page)) = tokio::time::timeout(ASK_TIMEOUT, ask).await else {
+                continue;
+            };
+            let label = p.id.clone();
+            metrics::gauge!("cashback_ranked_participants", "period" => label.clone())
+                .set(page.total_participants as f64);
+            metrics::gauge!("cashback_ranking_cutoff_transactions", "period" => label.clone())
+                .set(page.min_transaction_number as f64);
+            metrics::gauge!("cashback_ranking_top_transactions", "period" => label)
+                .set(page.max_transaction_number as f64);
+        }
+        // One request at a time: a shard's mailbox is sized for the pipeline's
+        // batches and the queries; this adds at most one message to it.
+        for (i, shard) in shards.iter().enumerate() {
+            let Ok(Ok(stats)) = tokio::time::timeout(ASK_TIMEOUT, shard.send(ShardStats)).await
+            else {
+                continue;
+            };
+            let label = i.to_string();
+            metrics::gauge!("cashback_shard_citizens", "shard" => label.clone())
+                .set(stats.citizens as f64);
+            metrics::gauge!("cashback_shard_parked_reversals", "shard" => label.clone())
+                .set(stats.parked as f64);
+            metrics::counter!("cashback_shard_restarts_total", "shard" => label.clone())
+                .absolute(stats.restarts);
+            metrics::counter!("cashback_shard_items_set_aside_total", "shard" => label)
+                .absolute(stats.set_aside);
+        }
+    }
+}
+
 async fn respond(
     mut conn: TcpStream,
     handle: &PrometheusHandle,
@@ -133,11 +349,14 @@ async fn respond(
     let head = String::from_utf8_lossy(&buf[..len]);
     let path = head.split_whitespace().nth(1).unwrap_or("/");
     let (status, ctype, body) = match path.split('?').next().unwrap_or("/") {
-        "/metrics" => (
-            "200 OK",
-            "text/plain; version=0.0.4; charset=utf-8",
-            handle.render(),
-        ),
+        "/metrics" => {
+            refresh(progress, max_lag);
+            (
+                "200 OK",
+                "text/plain; version=0.0.4; charset=utf-8",
+                handle.render(),
+            )
+        }
         "/health" => {
             let body = format!(
                 "{{\"connected\":{},\"replayed\":{},\"lag\":{},\"applied_seq\":{}}}\n",

@@ -50,6 +50,8 @@ struct Flight {
     last_seq: u64,
     /// Broker time of the messages, for the apply-latency histogram.
     broker_times: Vec<Timestamp>,
+    /// (shard, items) of each batch sent, for the per-shard metrics.
+    batches: Vec<(usize, usize)>,
 }
 
 /// Everything the pipeline needs.
@@ -92,6 +94,8 @@ pub struct Pipeline {
     flushed_seq: u64,
     /// Flushes in flight, oldest first.
     flights: VecDeque<Flight>,
+    /// Periodic snapshots, when enabled.
+    snapshots: Option<crate::snapshots::Snapshotter>,
 }
 
 /// How a batch of shard work ended, when it failed.
@@ -135,19 +139,78 @@ impl Pipeline {
             last_seq: 0,
             flushed_seq: 0,
             flights: VecDeque::new(),
+            snapshots: None,
         }
+    }
+
+    /// Continues after a snapshot that holds everything up to `seq`.
+    pub fn resume_after(mut self, seq: u64) -> Pipeline {
+        self.last_seq = seq;
+        self.flushed_seq = seq;
+        self.progress.applied_seq.store(seq, Relaxed);
+        self
+    }
+
+    /// Takes snapshots as configured.
+    pub fn with_snapshots(mut self, snapshots: crate::snapshots::Snapshotter) -> Pipeline {
+        self.snapshots = Some(snapshots);
+        self
+    }
+
+    /// Settles everything, then snapshots the router and every ledger at the
+    /// current position (`wait`: until stored, as at shutdown).
+    async fn snapshot(&mut self, wait: bool) -> Result<()> {
+        let due = self
+            .snapshots
+            .as_ref()
+            .is_some_and(|s| s.last_seq < self.last_seq);
+        if !due {
+            return Ok(());
+        }
+        self.flush();
+        self.settle_all().await?;
+        let mut ledgers = Vec::new();
+        for shard in &self.shards {
+            let mut part = shard
+                .send(cashback_actors::TakeSnapshot)
+                .await
+                .map_err(mailbox_failure)?;
+            ledgers.append(&mut part);
+        }
+        let snapshotter = self.snapshots.as_mut().expect("checked above");
+        let snapshot = cashback_engine::snapshot::Snapshot {
+            header: cashback_engine::snapshot::Header {
+                format: cashback_engine::snapshot::FORMAT,
+                seq: self.last_seq,
+                fingerprint: snapshotter.fingerprint,
+                taken_at: Timestamp::now(),
+            },
+            router: cashback_engine::snapshot::encode_router(&self.router),
+            ledgers,
+        };
+        snapshotter.store(snapshot, self.stream.clone(), wait).await
     }
 
     /// Runs until `shutdown` turns true, then drains what is in flight.
     pub async fn run(mut self, mut shutdown: watch::Receiver<bool>) -> Result<()> {
-        let mut entries =
-            crate::reader::start(&self.stream, self.decoder, self.subjects.clone()).await?;
+        let mut entries = crate::reader::start(
+            &self.stream,
+            self.decoder,
+            self.subjects.clone(),
+            self.last_seq + 1,
+        )
+        .await?;
         let replay_until = self.stream.info().await?.state.last_sequence;
         self.progress.stream_last_seq.store(replay_until, Relaxed);
-        if replay_until == 0 {
+        if replay_until <= self.last_seq {
             self.progress.replayed.store(true, Relaxed);
         }
-        tracing::info!(replay_until, "replaying the log");
+        tracing::info!(from = self.last_seq + 1, replay_until, "replaying the log");
+        let every = self
+            .snapshots
+            .as_ref()
+            .map_or(std::time::Duration::from_secs(3600), |s| s.every);
+        let mut snapshot_tick = tokio::time::interval_at(tokio::time::Instant::now() + every, every);
         loop {
             if *shutdown.borrow() {
                 break;
@@ -156,6 +219,9 @@ impl Pipeline {
             tokio::select! {
                 biased;
                 _ = shutdown.changed() => {}
+                _ = snapshot_tick.tick(), if self.snapshots.is_some() => {
+                    self.snapshot(false).await?;
+                }
                 reports = maybe(oldest) => {
                     let flight = self.flights.pop_front().expect("awaited a flight");
                     self.complete(flight, reports).await?;
@@ -185,6 +251,7 @@ impl Pipeline {
         tracing::info!("stopping intake; draining work in flight");
         self.flush();
         self.settle_all().await?;
+        self.snapshot(true).await?;
         Ok(())
     }
 
@@ -308,6 +375,7 @@ impl Pipeline {
             return;
         }
         self.flushed_seq = self.last_seq;
+        let mut batches = Vec::new();
         let requests = self
             .pending
             .iter_mut()
@@ -315,15 +383,18 @@ impl Pipeline {
             .filter(|(_, items)| !items.is_empty())
             .map(|(i, items)| {
                 let items = std::mem::replace(items, Vec::with_capacity(items.len()));
+                batches.push((i, items.len()));
                 self.shards[i].send(ShardBatch { items })
             })
             .collect::<Vec<_>>();
+        crate::metrics::batches_sent(&batches);
         self.pending_items = 0;
         self.flights.push_back(Flight {
             replies: Box::pin(join_all(requests)),
             enrollments: std::mem::take(&mut self.pending_enrollments),
             last_seq: self.last_seq,
             broker_times: std::mem::take(&mut self.pending_times),
+            batches,
         });
     }
 
@@ -358,6 +429,7 @@ impl Pipeline {
         let mut standings = Vec::new();
         for report in reports {
             let mut report = report.map_err(mailbox_failure)?;
+            self.progress.accrue(&report.cashback);
             standings.append(&mut report.standings);
             for (partition, item) in self.router.settle(&report) {
                 self.push(partition, item);
@@ -388,6 +460,7 @@ impl Pipeline {
             // here is the backpressure.
             let _ = self.pushes.send(standings).await;
         }
+        crate::metrics::batches_applied(&flight.batches);
         for (token, outcome) in flight.enrollments {
             self.waiters.complete(&token, outcome);
         }

@@ -1,8 +1,11 @@
 //! Live counters shared by the pipeline, the status line, `/health` and the
 //! metrics. Atomics: written by one task, read by others.
 
+use cashback_engine::period::PeriodIdx;
 use cashback_engine::reason::Reason;
+use rust_decimal::Decimal;
 use std::sync::atomic::{AtomicBool, AtomicU64, Ordering::Relaxed};
+use std::sync::Mutex;
 
 /// Counters of the running engine.
 #[derive(Debug, Default)]
@@ -29,6 +32,9 @@ pub struct Progress {
     pub connected: AtomicBool,
     /// Whether the pipeline has replayed the log up to where it was at start.
     pub replayed: AtomicBool,
+    /// Accrued cashback (uncapped, after reversals) of all citizens, indexed
+    /// by period: the sum of the shards' reported changes, exact.
+    accrued: Mutex<Vec<Decimal>>,
 }
 
 impl Progress {
@@ -38,6 +44,29 @@ impl Progress {
         self.rejected[i].fetch_add(1, Relaxed);
         metrics::counter!("cashback_rejections_total", "reason" => reason.as_str()).increment(1);
         metrics::counter!("cashback_authorizations_total", "outcome" => "rejected").increment(1);
+    }
+
+    /// Adds the accrued-cashback changes of one shard report.
+    pub fn accrue(&self, changes: &[(PeriodIdx, Decimal)]) {
+        if changes.is_empty() {
+            return;
+        }
+        let mut accrued = self.accrued.lock().unwrap_or_else(|e| e.into_inner());
+        for (period, delta) in changes {
+            let i = *period as usize;
+            if accrued.len() <= i {
+                accrued.resize(i + 1, Decimal::ZERO);
+            }
+            accrued[i] += delta;
+        }
+    }
+
+    /// Accrued cashback per period so far (index: period), in euros.
+    pub fn accrued(&self) -> Vec<Decimal> {
+        self.accrued
+            .lock()
+            .unwrap_or_else(|e| e.into_inner())
+            .clone()
     }
 
     /// Messages in the stream not yet applied.

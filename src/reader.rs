@@ -62,17 +62,20 @@ impl Entry {
     }
 }
 
-/// Starts reading `stream` from its first message; returns the receiving end.
+/// Starts reading `stream` at sequence `from`; returns the receiving end.
 /// The reader stops (and the channel closes) on a stream error, which the
 /// pipeline reports.
 pub async fn start(
     stream: &JsStream,
     decoder: Decoder,
     subjects: Subjects,
+    from: u64,
 ) -> Result<mpsc::Receiver<Result<Vec<Entry>>>> {
     let consumer = stream
         .create_consumer(consumer::pull::OrderedConfig {
-            deliver_policy: consumer::DeliverPolicy::All,
+            deliver_policy: consumer::DeliverPolicy::ByStartSequence {
+                start_sequence: from.max(1),
+            },
             ..Default::default()
         })
         .await

@@ -117,17 +117,30 @@ async fn serve(config: Config, options: ServeOptions) -> Result<()> {
     };
     arbiters.push(ranking_arbiter);
     let (push_tx, push_rx) = tokio::sync::mpsc::channel(64);
+
+    // Start from the newest usable snapshot, if any.
+    let fingerprint = cashback_engine::snapshot::fingerprint(
+        &periods,
+        config.partitions,
+        config.reversal_park_days,
+    );
+    let snapshot_store = crate::snapshots::SnapshotStore::open(&js, &config.stream_name).await?;
+    let restored = crate::restore::load(&snapshot_store, fingerprint, &periods, config.shards)
+        .await?;
+    let mut shard_ledgers = restored.shard_ledgers;
     let shards: Vec<_> = (0..config.shards)
         .map(|i| {
             let arbiter = Arbiter::new();
             let (periods, park) = (periods.clone(), config.reversal_park_days);
+            let ledgers = std::mem::take(&mut shard_ledgers[i]);
             let addr = Supervisor::start_in_arbiter(&arbiter.handle(), move |_| {
-                CitizenShard::new(i, periods, park)
+                CitizenShard::restored(i, periods, park, ledgers)
             });
             arbiters.push(arbiter);
             addr
         })
         .collect();
+    crate::restore::rebuild_ranking(&shards, &ranking).await?;
 
     let (stop_tx, stop_rx) = watch::channel(false);
     tokio::spawn(async move {
@@ -143,13 +156,12 @@ async fn serve(config: Config, options: ServeOptions) -> Result<()> {
     if decoder.fault_injection {
         tracing::warn!("fault injection is ON (CASHBACK_FAULT_INJECTION=1): test use only");
     }
-    let pipeline = Pipeline::new(
+    let router = restored.router.unwrap_or_else(|| {
+        Router::new(config.partitions, periods.clone(), config.reversal_park_days)
+    });
+    let mut pipeline = Pipeline::new(
         decoder,
-        Router::new(
-            config.partitions,
-            periods.clone(),
-            config.reversal_park_days,
-        ),
+        router,
         shards.clone(),
         ranking.clone(),
         push_tx,
@@ -159,7 +171,18 @@ async fn serve(config: Config, options: ServeOptions) -> Result<()> {
         RejectionPublisher::new(client.clone(), subjects.clone(), progress.clone()),
         waiters.clone(),
         progress.clone(),
-    );
+    )
+    .resume_after(restored.seq);
+    if config.snapshot_interval_secs > 0 {
+        pipeline = pipeline.with_snapshots(crate::snapshots::Snapshotter {
+            store: snapshot_store,
+            every: Duration::from_secs(config.snapshot_interval_secs),
+            fingerprint,
+            purge: config.purge_after_snapshot,
+            last_seq: restored.seq,
+            upload: None,
+        });
+    }
 
     let mut services = tokio::task::JoinSet::new();
     services.spawn(enrollment::serve(
@@ -191,6 +214,13 @@ async fn serve(config: Config, options: ServeOptions) -> Result<()> {
         stop_rx.clone(),
     ));
     tokio::spawn(watch_lag(stream.clone(), progress.clone(), stop_rx.clone()));
+    tokio::spawn(crate::metrics::collect(
+        progress.clone(),
+        shards.clone(),
+        ranking.clone(),
+        periods.clone(),
+        stop_rx.clone(),
+    ));
     if options.status {
         tokio::spawn(crate::status::run(progress.clone(), stop_rx.clone()));
     }

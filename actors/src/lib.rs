@@ -14,4 +14,5 @@ pub mod supervision;
 
 pub use shard::{
     CitizenShard, Lookup, LookupCitizen, LookupMany, ShardBatch, ShardStats, StatementOf, Stats,
+    TakeSnapshot, AllStandings,
 };

@@ -64,6 +64,17 @@ pub struct StatementOf {
     pub period: PeriodIdx,
 }
 
+/// Encode every ledger for a snapshot (on the shard's own thread).
+#[derive(Message)]
+#[rtype(result = "Vec<(u16, Vec<u8>)>")]
+pub struct TakeSnapshot;
+
+/// Every citizen's standing in every period (to rebuild the ranking after a
+/// snapshot is loaded).
+#[derive(Message)]
+#[rtype(result = "Vec<cashback_engine::item::StandingChange>")]
+pub struct AllStandings;
+
 /// Answer to `LookupCitizen`.
 #[derive(Debug, Clone)]
 pub enum Lookup {
@@ -121,6 +132,19 @@ impl CitizenShard {
             failed: false,
             restarts: 0,
             set_aside: 0,
+        }
+    }
+
+    /// A shard that starts from ledgers loaded from a snapshot.
+    pub fn restored(
+        index: usize,
+        periods: Arc<Periods>,
+        park_days: u32,
+        ledgers: HashMap<u16, Ledger>,
+    ) -> CitizenShard {
+        CitizenShard {
+            ledgers,
+            ..CitizenShard::new(index, periods, park_days)
         }
     }
 
@@ -232,6 +256,31 @@ impl Handler<StatementOf> for CitizenShard {
             ledger.statement_lines(q.citizen, q.period, &mut lines);
         }
         MessageResult(lines)
+    }
+}
+
+impl Handler<TakeSnapshot> for CitizenShard {
+    type Result = MessageResult<TakeSnapshot>;
+
+    fn handle(&mut self, _: TakeSnapshot, _: &mut Self::Context) -> Self::Result {
+        MessageResult(
+            self.ledgers
+                .values()
+                .map(|l| (l.partition(), cashback_engine::snapshot::encode_ledger(l)))
+                .collect(),
+        )
+    }
+}
+
+impl Handler<AllStandings> for CitizenShard {
+    type Result = MessageResult<AllStandings>;
+
+    fn handle(&mut self, _: AllStandings, _: &mut Self::Context) -> Self::Result {
+        let mut out = Vec::new();
+        for ledger in self.ledgers.values() {
+            ledger.all_standings(&mut out);
+        }
+        MessageResult(out)
     }
 }
 

@@ -14,7 +14,9 @@ use std::fmt;
 use xxhash_rust::xxh3::Xxh3;
 
 /// A hashed PAN, decoded from its 64 hex characters into 32 bytes.
-#[derive(Clone, Copy, Debug, PartialEq, Eq, Hash, PartialOrd, Ord)]
+#[derive(
+    Clone, Copy, Debug, PartialEq, Eq, Hash, PartialOrd, Ord, serde::Serialize, serde::Deserialize,
+)]
 pub struct Hpan(pub [u8; 32]);
 
 impl Hpan {

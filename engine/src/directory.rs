@@ -16,7 +16,7 @@ use std::sync::Arc;
 pub type CitizenIdx = u32;
 
 /// What the engine knows of a citizen.
-#[derive(Clone, Debug, PartialEq, Eq)]
+#[derive(Clone, Debug, PartialEq, Eq, serde::Serialize, serde::Deserialize)]
 pub struct CitizenRecord {
     /// The opaque id from the app (a hash of the fiscal code).
     pub id: Arc<str>,
@@ -31,7 +31,7 @@ pub struct CitizenRecord {
 }
 
 /// One span of time during which a card belonged to a citizen.
-#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+#[derive(Clone, Copy, Debug, PartialEq, Eq, serde::Serialize, serde::Deserialize)]
 pub struct CardWindow {
     /// The owner during the window.
     pub citizen: CitizenIdx,
@@ -42,7 +42,7 @@ pub struct CardWindow {
 }
 
 /// A card's history.
-#[derive(Clone, Debug, PartialEq, Eq)]
+#[derive(Clone, Debug, PartialEq, Eq, serde::Serialize, serde::Deserialize)]
 pub struct CardRecord {
     /// The partition holding the card's payments and parked reversals: that of
     /// its first owner, forever, so that a reversal finds every earlier payment
@@ -77,11 +77,12 @@ pub enum EnrollEffect {
 }
 
 /// Citizens and cards.
-#[derive(Debug)]
+#[derive(Debug, serde::Serialize, serde::Deserialize)]
 pub struct Directory {
     /// Number of partitions citizens are spread over.
     partitions: u16,
-    /// citizen_id -> number.
+    /// citizen_id -> number (derived from `citizens`; rebuilt on restore).
+    #[serde(skip)]
     ids: HashMap<Arc<str>, CitizenIdx>,
     /// By number.
     citizens: Vec<CitizenRecord>,
@@ -107,6 +108,16 @@ impl Directory {
     /// Number of partitions citizens are spread over.
     pub fn partitions(&self) -> u16 {
         self.partitions
+    }
+
+    /// Rebuilds the id index after loading a snapshot.
+    pub fn restore(&mut self) {
+        self.ids = self
+            .citizens
+            .iter()
+            .enumerate()
+            .map(|(i, c)| (c.id.clone(), i as CitizenIdx))
+            .collect();
     }
 
     /// The citizen numbered `idx`.

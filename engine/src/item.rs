@@ -13,7 +13,7 @@ use std::sync::Arc;
 
 /// Where a message came from, kept so that a rejection decided later (a parked
 /// reversal that expires) can still be published with the original payload.
-#[derive(Clone, Debug, PartialEq, Eq)]
+#[derive(Clone, Debug, PartialEq, Eq, serde::Serialize, serde::Deserialize)]
 pub struct Origin {
     /// The subject it was published on.
     pub subject: Arc<str>,
@@ -61,7 +61,7 @@ pub struct PaymentItem {
 }
 
 /// A reversal, waiting or not: everything needed to match and apply it later.
-#[derive(Clone, Debug, PartialEq, Eq)]
+#[derive(Clone, Debug, PartialEq, Eq, serde::Serialize, serde::Deserialize)]
 pub struct Reversal {
     /// Stream sequence: arrival order; parked reversals are tried in it.
     pub seq: u64,
@@ -112,7 +112,7 @@ pub struct Credit {
 }
 
 /// The citizen facts a partition needs to answer queries.
-#[derive(Clone, Debug, PartialEq, Eq)]
+#[derive(Clone, Debug, PartialEq, Eq, serde::Serialize, serde::Deserialize)]
 pub struct CitizenFacts {
     /// The citizen's number.
     pub idx: CitizenIdx,

@@ -25,7 +25,7 @@ use std::collections::{BTreeSet, HashMap, VecDeque};
 use std::sync::Arc;
 
 /// A citizen's totals in one period.
-#[derive(Clone, Debug, Default, PartialEq, Eq)]
+#[derive(Clone, Debug, Default, PartialEq, Eq, serde::Serialize, serde::Deserialize)]
 pub struct Standing {
     /// Payments that count (reversed to zero ones no longer do).
     pub count: u32,
@@ -36,7 +36,7 @@ pub struct Standing {
 }
 
 /// A citizen of this partition.
-#[derive(Clone, Debug)]
+#[derive(Clone, Debug, serde::Serialize, serde::Deserialize)]
 pub struct CitizenState {
     /// Identity and status as the directory last reported them.
     pub facts: CitizenFacts,
@@ -56,7 +56,7 @@ impl CitizenState {
 }
 
 /// One payment kept for reversal matching.
-#[derive(Clone, Debug, PartialEq, Eq)]
+#[derive(Clone, Debug, PartialEq, Eq, serde::Serialize, serde::Deserialize)]
 pub struct PaymentRecord {
     /// Arrival order, the last tie-break between candidates.
     pub seq: u64,
@@ -104,7 +104,7 @@ pub struct StatementLine {
 }
 
 /// A card's book in its anchor partition.
-#[derive(Clone, Debug, Default)]
+#[derive(Clone, Debug, Default, serde::Serialize, serde::Deserialize)]
 pub struct CardBook {
     /// Every payment that counted, in arrival order.
     pub payments: Vec<PaymentRecord>,
@@ -123,24 +123,28 @@ enum Verdict {
 }
 
 /// The state of one partition.
-#[derive(Clone, Debug)]
+#[derive(Clone, Debug, serde::Serialize, serde::Deserialize)]
 pub struct Ledger {
     /// The partition this ledger holds.
     partition: u16,
-    /// Award periods, shared with the router.
+    /// Award periods, shared with the router (configuration, not state).
+    #[serde(skip)]
     periods: Arc<Periods>,
     /// How long a reversal may wait for its payment, in seconds.
     park_secs: i64,
     /// Citizens of this partition.
     citizens: FastMap<CitizenIdx, CitizenState>,
-    /// citizen_id -> number, for queries.
+    /// citizen_id -> number, for queries (derived).
+    #[serde(skip)]
     by_id: HashMap<Arc<str>, CitizenIdx>,
     /// Cards anchored in this partition.
     cards: FastMap<Hpan, CardBook>,
-    /// Parked reversals by deadline, so expiry never scans every card.
+    /// Parked reversals by deadline, so expiry never scans every card (derived).
+    #[serde(skip)]
     expiry: BTreeSet<(Timestamp, u64, Hpan)>,
     /// Where each citizen's payments are among this partition's card books
     /// (card, position): a derived index for statements, rebuilt on restart.
+    #[serde(skip)]
     statement: FastMap<CitizenIdx, Vec<(Hpan, u32)>>,
 }
 
@@ -290,6 +294,26 @@ impl Ledger {
                 cashback: score(r.balance, p.cashback_rate, p.max_cashback_per_transaction),
             });
         }
+    }
+
+    /// Makes a ledger loaded from a snapshot whole: the configuration it does
+    /// not carry, its derived indexes, and one shared copy of each acquirer
+    /// code (a snapshot stores each payment's copy).
+    pub fn restore(&mut self, periods: Arc<Periods>) {
+        self.periods = periods;
+        let mut interned: HashMap<Arc<str>, Arc<str>> = HashMap::new();
+        for book in self.cards.values_mut() {
+            for p in &mut book.payments {
+                let shared = interned.entry(p.acquirer.clone()).or_insert_with(|| p.acquirer.clone());
+                p.acquirer = shared.clone();
+            }
+        }
+        self.rebuild_indexes();
+    }
+
+    /// Every citizen's standing in every period, to rebuild the ranking.
+    pub fn all_standings(&self, out: &mut Vec<StandingChange>) {
+        self.standing_changes(self.citizens.keys().map(|idx| (*idx, None)), out);
     }
 
     /// Rebuilds what is derived from the primary state (the expiry index and

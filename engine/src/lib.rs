@@ -20,6 +20,7 @@ pub mod query;
 pub mod rank;
 pub mod reason;
 pub mod router;
+pub mod snapshot;
 pub mod time;
 
 pub use rust_decimal::Decimal;

@@ -42,7 +42,8 @@ pub struct AwardPeriod {
 pub type PeriodIdx = u16;
 
 /// The configured periods, checked and with their closing instants computed once.
-#[derive(Clone, Debug)]
+/// (`Default`: none, a placeholder until configuration is attached.)
+#[derive(Clone, Debug, Default)]
 pub struct Periods {
     /// In configuration order; sorted by start and never overlapping.
     periods: Vec<AwardPeriod>,

@@ -52,25 +52,31 @@ pub enum Routed {
 }
 
 /// The sequential router.
-#[derive(Debug)]
+#[derive(Debug, serde::Serialize, serde::Deserialize)]
 pub struct Router {
     /// Citizens and cards.
     directory: Directory,
-    /// Award periods.
+    /// Award periods (configuration, not state).
+    #[serde(skip)]
     periods: Arc<Periods>,
     /// How long reversals wait for their payment, in seconds.
     park_secs: i64,
     /// Keys of payments that counted and reversals applied or parked.
     remembered: KeySet,
-    /// Keys of reversals handed to a partition and not yet reported on.
+    /// Keys of reversals handed to a partition and not yet reported on
+    /// (always empty in a snapshot: snapshots are taken with nothing in flight).
+    #[serde(skip)]
     in_flight: KeySet,
     /// Reversals for cards never enrolled, by card, in arrival order.
     orphans: FastMap<Hpan, Vec<Reversal>>,
-    /// Their deadlines.
+    /// Their deadlines (derived).
+    #[serde(skip)]
     orphan_expiry: BTreeSet<(Timestamp, u64, Hpan)>,
     /// Keys of reversals parked in a partition: their deadline and partition.
     parked: FastMap<u128, (Timestamp, u16)>,
-    /// The same, by deadline (entries whose key left `parked` are skipped).
+    /// The same, by deadline (entries whose key left `parked` are skipped;
+    /// derived).
+    #[serde(skip)]
     parked_expiry: BTreeSet<(Timestamp, u128)>,
     /// Acquirer codes, interned: a handful of distinct codes shared by
     /// millions of payment records.
@@ -96,6 +102,22 @@ impl Router {
             parked_expiry: BTreeSet::new(),
             now: Timestamp::default(),
         }
+    }
+
+    /// Makes a router loaded from a snapshot whole: configuration and
+    /// derived indexes.
+    pub fn restore(&mut self, periods: Arc<Periods>) {
+        self.periods = periods;
+        self.directory.restore();
+        self.orphan_expiry = self
+            .orphans
+            .iter()
+            .flat_map(|(h, list)| {
+                list.iter()
+                    .map(|r| (r.broker_time.plus_secs(self.park_secs), r.seq, *h))
+            })
+            .collect();
+        self.parked_expiry = self.parked.iter().map(|(k, (d, _))| (*d, *k)).collect();
     }
 
     /// The directory, for reading.

@@ -10,7 +10,9 @@ use chrono_tz::Europe::Rome;
 /// One instant on the UTC time line, exact to the nanosecond.
 ///
 /// Field order makes the derived `Ord` chronological.
-#[derive(Clone, Copy, Debug, PartialEq, Eq, PartialOrd, Ord, Hash, Default)]
+#[derive(
+    Clone, Copy, Debug, PartialEq, Eq, PartialOrd, Ord, Hash, Default, serde::Serialize, serde::Deserialize,
+)]
 pub struct Timestamp {
     /// Seconds since the Unix epoch (negative before 1970).
     secs: i64,

@@ -1,0 +1,181 @@
+//! Where snapshots live: a JetStream Object Store bucket next to the stream.
+//!
+//! Why there and not on local disk: the snapshot then has the same
+//! durability and replication as the log it summarizes (a JetStream cluster
+//! replicates both), and a replacement engine on another node finds it
+//! without copying files. Objects are named `snapshot-<seq>`; the newest
+//! `KEEP` are kept.
+
+use anyhow::{Context, Result};
+use async_nats::jetstream::{self, object_store};
+use cashback_engine::snapshot::Snapshot;
+use futures::StreamExt;
+use tokio::io::AsyncReadExt;
+
+/// Snapshots kept: the newest, and one before it in case the newest is
+/// unreadable.
+pub const KEEP: usize = 2;
+
+/// The snapshot bucket.
+#[derive(Clone)]
+pub struct SnapshotStore {
+    /// The object store.
+    store: object_store::ObjectStore,
+}
+
+fn name(seq: u64) -> String {
+    format!("snapshot-{seq:020}")
+}
+
+fn seq_of(name: &str) -> Option<u64> {
+    name.strip_prefix("snapshot-")?.parse().ok()
+}
+
+impl SnapshotStore {
+    /// Opens (or creates) the bucket `<stream>_SNAPSHOTS`.
+    pub async fn open(js: &jetstream::Context, stream: &str) -> Result<SnapshotStore> {
+        let bucket = format!("{stream}_SNAPSHOTS");
+        let store = match js.get_object_store(&bucket).await {
+            Ok(s) => s,
+            Err(_) => js
+                .create_object_store(object_store::Config {
+                    bucket: bucket.clone(),
+                    description: Some("cashback engine state snapshots".into()),
+                    ..Default::default()
+                })
+                .await
+                .with_context(|| format!("cannot create object store {bucket}"))?,
+        };
+        Ok(SnapshotStore { store })
+    }
+
+    /// Sequences of the stored snapshots, newest first.
+    pub async fn list(&self) -> Result<Vec<u64>> {
+        let mut seqs = Vec::new();
+        let mut list = self.store.list().await.context("cannot list snapshots")?;
+        while let Some(info) = list.next().await {
+            if let Some(seq) = info.ok().and_then(|i| seq_of(&i.name)) {
+                seqs.push(seq);
+            }
+        }
+        seqs.sort_unstable_by(|a, b| b.cmp(a));
+        Ok(seqs)
+    }
+
+    /// The newest snapshot that reads under this configuration, if any;
+    /// unreadable ones are reported and skipped.
+    pub async fn latest(&self, fingerprint: u64) -> Result<Option<Snapshot>> {
+        for seq in self.list().await? {
+            let mut bytes = Vec::new();
+            let read = async {
+                let mut object = self.store.get(name(seq)).await?;
+                object.read_to_end(&mut bytes).await?;
+                Ok::<_, anyhow::Error>(())
+            };
+            if let Err(e) = read.await {
+                tracing::warn!(seq, error = %e, "cannot read snapshot; trying an older one");
+                continue;
+            }
+            match Snapshot::from_bytes(&bytes, fingerprint) {
+                Ok(s) => return Ok(Some(s)),
+                Err(e) => tracing::warn!(seq, error = %e, "snapshot not usable; trying an older one"),
+            }
+        }
+        Ok(None)
+    }
+
+    /// Stores a snapshot and deletes all but the newest `KEEP`. Returns the
+    /// sequence of the oldest snapshot kept (what the stream must retain).
+    pub async fn put(&self, seq: u64, bytes: Vec<u8>) -> Result<u64> {
+        self.store
+            .put(name(seq).as_str(), &mut bytes.as_slice())
+            .await
+            .context("cannot store the snapshot")?;
+        let seqs = self.list().await?;
+        for old in seqs.iter().skip(KEEP) {
+            if let Err(e) = self.store.delete(name(*old)).await {
+                tracing::warn!(seq = old, error = %e, "cannot delete an old snapshot");
+            }
+        }
+        Ok(seqs.iter().take(KEEP).copied().min().unwrap_or(seq))
+    }
+}
+
+/// When and where the pipeline writes snapshots.
+pub struct Snapshotter {
+    /// Where.
+    pub store: SnapshotStore,
+    /// How often, at most.
+    pub every: std::time::Duration,
+    /// The configuration fingerprint written into each snapshot.
+    pub fingerprint: u64,
+    /// Whether to purge the stream up to the oldest kept snapshot.
+    pub purge: bool,
+    /// The sequence of the last snapshot taken (none newer is needed before
+    /// more messages arrive).
+    pub last_seq: u64,
+    /// The upload under way, if any: at most one at a time.
+    pub upload: Option<tokio::task::JoinHandle<Result<u64>>>,
+}
+
+impl Snapshotter {
+    /// Stores `snapshot` in the background (or now, with `wait`), then
+    /// prunes old snapshots and, if configured, the stream before the
+    /// oldest kept one. Skips when an upload is still under way.
+    pub async fn store(
+        &mut self,
+        snapshot: Snapshot,
+        stream: async_nats::jetstream::stream::Stream,
+        wait: bool,
+    ) -> Result<()> {
+        if let Some(upload) = &self.upload {
+            if !upload.is_finished() && !wait {
+                tracing::warn!("previous snapshot still uploading; skipping this one");
+                return Ok(());
+            }
+        }
+        if let Some(upload) = self.upload.take() {
+            report(upload.await);
+        }
+        let seq = snapshot.header.seq;
+        self.last_seq = seq;
+        let (store, purge) = (self.store.clone(), self.purge);
+        let started = std::time::Instant::now();
+        let task = tokio::spawn(async move {
+            let bytes = snapshot.to_bytes();
+            let size = bytes.len();
+            let keep_from = store.put(seq, bytes).await?;
+            metrics::histogram!("cashback_snapshot_duration_seconds")
+                .record(started.elapsed().as_secs_f64());
+            metrics::gauge!("cashback_snapshot_bytes").set(size as f64);
+            metrics::gauge!("cashback_snapshot_last_seq").set(seq as f64);
+            metrics::gauge!("cashback_snapshot_timestamp_seconds")
+                .set(cashback_engine::time::Timestamp::now().unix_secs() as f64);
+            if purge && keep_from > 1 {
+                // Messages up to the oldest kept snapshot are in every
+                // snapshot; replay never needs them again.
+                stream
+                    .purge()
+                    .sequence(keep_from + 1)
+                    .await
+                    .context("cannot purge the stream")?;
+            }
+            tracing::info!(seq, size, secs = started.elapsed().as_secs_f64(), "snapshot stored");
+            Ok(seq)
+        });
+        if wait {
+            report(task.await);
+        } else {
+            self.upload = Some(task);
+        }
+        Ok(())
+    }
+}
+
+fn report(done: Result<Result<u64>, tokio::task::JoinError>) {
+    match done {
+        Ok(Ok(_)) => {}
+        Ok(Err(e)) => tracing::error!(error = %e, "snapshot failed"),
+        Err(e) => tracing::error!(error = %e, "snapshot task failed"),
+    }
+}
