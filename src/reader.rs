@@ -88,20 +88,24 @@ pub async fn start(
     tokio::spawn(async move {
         loop {
             let batch = async {
-                let first = messages
-                    .next()
-                    .await
-                    .context("the stream consumer ended")?
-                    .context("reading the stream")?;
                 let mut batch = Vec::with_capacity(BATCH);
-                batch.push(entry(first, &decoder, &subjects)?);
+                while batch.is_empty() {
+                    match messages.next().await {
+                        Some(Ok(m)) => batch.push(entry(m, &decoder, &subjects)?),
+                        // The ordered consumer reports trouble (a broker
+                        // restart, missed heartbeats) and then recreates
+                        // itself from the last sequence it delivered.
+                        Some(Err(e)) => tracing::warn!(error = %e, "stream consumer: recovering"),
+                        None => anyhow::bail!("the stream consumer ended"),
+                    }
+                }
                 while batch.len() < BATCH {
                     match messages.next().now_or_never() {
-                        Some(Some(m)) => batch.push(entry(
-                            m.context("reading the stream")?,
-                            &decoder,
-                            &subjects,
-                        )?),
+                        Some(Some(Ok(m))) => batch.push(entry(m, &decoder, &subjects)?),
+                        Some(Some(Err(e))) => {
+                            tracing::warn!(error = %e, "stream consumer: recovering");
+                            break;
+                        }
                         Some(None) => anyhow::bail!("the stream consumer ended"),
                         None => break,
                     }
