@@ -178,6 +178,16 @@ impl Harness {
         }
     }
 
+    /// Restarts nats-server on the same port and store (a broker crash and
+    /// recovery as the engine sees it).
+    pub fn restart_nats(&mut self) {
+        let port: u16 = self.nats.url().rsplit(':').next().unwrap().parse().unwrap();
+        self.nats.stop();
+        let bin = NatsServer::locate("").unwrap();
+        self.nats = NatsServer::start(&bin, port, &self.dir.path().join("nats"))
+            .expect("nats-server restart");
+    }
+
     /// The engine's log so far.
     pub fn engine_log(&self) -> String {
         std::fs::read_to_string(self.dir.path().join("engine.log")).unwrap_or_default()
