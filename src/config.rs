@@ -165,8 +165,8 @@ mod tests {
     #[test]
     fn periods_alone_are_enough_and_the_environment_wins() {
         let periods_only = DEFAULT_TOML
-            .split_once("[[periods]]")
-            .map(|(_, rest)| format!("[[periods]]{rest}"))
+            .split_once("\n[[periods]]\n")
+            .map(|(_, rest)| format!("[[periods]]\n{rest}"))
             .unwrap();
         let mut c: Config = toml::from_str(&periods_only).unwrap();
         assert_eq!(c.subject_prefix, "cashback");

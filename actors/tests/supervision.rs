@@ -66,6 +66,7 @@ async fn panics_neither_lose_state_nor_stall_the_shard() {
     let citizen = Item::Citizen(CitizenFacts {
         idx: 0,
         id: "c".into(),
+        iban: "IT60X0542811101000000123456".into(),
         tc_accepted_at: ts("2020-01-01T00:00:00Z"),
         withdrawn: false,
     });
