@@ -189,16 +189,17 @@ impl<T> Pool<T> {
         }
     }
 
-    /// Hints the CPU to start loading every cache line of slot `i`, so a
-    /// later access does not wait (no effect on correctness).
+    /// Hints the CPU to start loading the cache lines of the first `bytes`
+    /// of slot `i`, so a later access does not wait (no effect on
+    /// correctness).
     #[inline]
-    fn prefetch(&self, i: usize) {
+    fn prefetch(&self, i: usize, bytes: usize) {
         if i < self.len {
             let ptr = self.chunks[i / Self::PER_CHUNK]
                 .as_ptr()
                 .wrapping_add(i % Self::PER_CHUNK) as *const u8;
             let mut offset = 0;
-            while offset < std::mem::size_of::<T>() {
+            while offset < bytes {
                 prefetch_read(ptr.wrapping_add(offset));
                 offset += 64;
             }
@@ -338,7 +339,8 @@ impl Table {
 
     #[inline]
     fn prefetch(&self, citizen: u32) {
-        self.slots.prefetch(citizen as usize);
+        self.slots
+            .prefetch(citizen as usize, std::mem::size_of::<Option<RankKey>>());
     }
 
     /// The key of a citizen that is in a tree (a broken promise is a bug).
@@ -355,18 +357,21 @@ impl Table {
 
 /// A bottom node of a bucket's tree: citizens of one count, in rank order.
 ///
-/// Struct-of-arrays so a search scans contiguous `u64`s and an entry costs
-/// 12 bytes, not 16.
+/// Struct-of-arrays so a search scans contiguous integers and an entry costs
+/// 12 bytes, not 16. `repr(C)` in this order so the header and the citizen
+/// indices share the first cache lines: removing a known citizen or finding
+/// its position scans only those (~4 lines), never the time keys.
+#[repr(C)]
 struct Leaf<const L: usize> {
     /// Entries in use.
     len: u32,
     /// The next leaf of the same bucket (or `NIL`), so a leaderboard page
     /// reads on without walking the tree again.
     next: u32,
-    /// [`time_key`] of each entry's `last_trx`.
-    sks: [u64; L],
     /// Each entry's citizen index, for the answer and for exact tie-breaks.
     cits: [u32; L],
+    /// [`time_key`] of each entry's `last_trx`.
+    sks: [u64; L],
 }
 
 impl<const L: usize> Default for Leaf<L> {
@@ -374,8 +379,8 @@ impl<const L: usize> Default for Leaf<L> {
         Leaf {
             len: 0,
             next: NIL,
-            sks: [0; L],
             cits: [0; L],
+            sks: [0; L],
         }
     }
 }
@@ -627,6 +632,10 @@ fn count_below(sks: &[u64], sk: u64) -> usize {
 fn leaf_lower_bound<const L: usize>(leaf: &Leaf<L>, probe: &Probe, table: &Table) -> usize {
     let n = leaf.len as usize;
     let sks = &leaf.sks[..n];
+    // Most arrivals are a payment with the newest time: after the last entry.
+    if n == 0 || sks[n - 1] < probe.sk {
+        return n;
+    }
     let lo = count_below(sks, probe.sk);
     if lo == n || sks[lo] != probe.sk {
         return lo;
@@ -635,10 +644,24 @@ fn leaf_lower_bound<const L: usize>(leaf: &Leaf<L>, probe: &Probe, table: &Table
     lo + leaf.cits[lo..hi].partition_point(|&c| probe.cmp_tied_entry(c, table) == Ordering::Greater)
 }
 
+/// Where `citizen` sits in `leaf`, which must hold it (a broken promise is a
+/// corrupted index: better a panic than a wrong ranking).
+#[inline]
+fn leaf_slot_of<const L: usize>(leaf: &Leaf<L>, citizen: u32) -> usize {
+    leaf.cits[..leaf.len as usize]
+        .iter()
+        .position(|&c| c == citizen)
+        .unwrap_or_else(|| panic!("rank index: citizen {citizen} not where its key says"))
+}
+
 /// The child of `inner` whose range holds `probe`.
 #[inline]
 fn child_for<const I: usize>(inner: &Inner<I>, probe: &Probe) -> usize {
     let m = inner.len as usize - 1;
+    // As in `leaf_lower_bound`: the last child first.
+    if inner.sks[m - 1] < probe.sk {
+        return m;
+    }
     let mut i = count_below(&inner.sks[..m], probe.sk);
     while i < m && inner.sks[i] == probe.sk && probe.cmp_sep(&inner.seps[i]) != Ordering::Less {
         i += 1;
@@ -680,7 +703,9 @@ struct Forest<const L: usize, const I: usize> {
 
 impl<const L: usize, const I: usize> Forest<L, I> {
     /// Entries of bucket `b` ordered before `probe`.
-    fn rank(&self, b: &Bucket, probe: &Probe, table: &Table) -> u64 {
+    /// Entries of bucket `b` before `probe`, whose citizen must be in `b`.
+    /// The key leads to the leaf; inside it the citizen index is enough.
+    fn rank(&self, b: &Bucket, probe: &Probe) -> u64 {
         let mut node = b.root;
         let mut rank = 0u64;
         for _ in 0..b.height {
@@ -689,12 +714,13 @@ impl<const L: usize, const I: usize> Forest<L, I> {
             rank += inner.counts[..i].iter().map(|&c| c as u64).sum::<u64>();
             node = inner.children[i];
         }
-        rank + leaf_lower_bound(self.leaves.get(node), probe, table) as u64
+        rank + leaf_slot_of(self.leaves.get(node), probe.citizen) as u64
     }
 
     /// Walks to the leaf where `probe` is or would go and starts loading it
-    /// (inner nodes are read on the way; they are few and mostly cached).
-    fn prefetch_leaf(&self, b: &Bucket, probe: &Probe) {
+    /// (inner nodes are read on the way; they are few and mostly cached):
+    /// only the header and citizen indices when `probe` is to be removed.
+    fn prefetch_leaf(&self, b: &Bucket, probe: &Probe, removal: bool) {
         if b.root == NIL {
             return;
         }
@@ -703,7 +729,12 @@ impl<const L: usize, const I: usize> Forest<L, I> {
             let inner = self.inners.get(node);
             node = inner.children[child_for(inner, probe)];
         }
-        self.leaves.pool.prefetch(node as usize);
+        let bytes = if removal {
+            std::mem::offset_of!(Leaf<L>, sks)
+        } else {
+            std::mem::size_of::<Leaf<L>>()
+        };
+        self.leaves.pool.prefetch(node as usize, bytes);
     }
 
     /// The leaf and slot of the entry with 0-based index `idx` in bucket `b`.
@@ -900,13 +931,8 @@ impl<const L: usize, const I: usize> Forest<L, I> {
             node = inner.children[i];
         }
         let leaf = self.leaves.get_mut(node);
-        let pos = leaf_lower_bound(leaf, probe, table);
+        let pos = leaf_slot_of(leaf, probe.citizen);
         let n = leaf.len as usize;
-        assert!(
-            pos < n && leaf.cits[pos] == probe.citizen,
-            "rank index: citizen {} not where its key says",
-            probe.citizen
-        );
         leaf.sks.copy_within(pos + 1..n, pos);
         leaf.cits.copy_within(pos + 1..n, pos);
         leaf.len -= 1;
@@ -1215,11 +1241,12 @@ impl<const L: usize, const I: usize> RankIndexWith<L, I> {
             .get(old.count as usize)
             .filter(|_| old.count > 0)
         {
-            self.forest.prefetch_leaf(bucket, &Probe::new(citizen, old));
+            self.forest
+                .prefetch_leaf(bucket, &Probe::new(citizen, old), true);
         }
         if let Some(bucket) = self.buckets.get(count as usize).filter(|_| count > 0) {
             self.forest
-                .prefetch_leaf(bucket, &Probe::with_time(citizen, old, last_trx));
+                .prefetch_leaf(bucket, &Probe::with_time(citizen, old, last_trx), false);
         }
     }
 
@@ -1290,7 +1317,7 @@ impl<const L: usize, const I: usize> RankIndexWith<L, I> {
         }
         let count = key.count as usize;
         let probe = Probe::new(citizen, key);
-        let within = self.forest.rank(&self.buckets[count], &probe, &self.table);
+        let within = self.forest.rank(&self.buckets[count], &probe);
         Some(self.above(count) + within + 1)
     }
 
