@@ -14,7 +14,9 @@
 //! - refreshed at every scrape from [`Progress`]: lag, positions, health;
 //! - polled every second by [`collect`] from the actors: ranked participants
 //!   and cut-off per period (the ranking aggregator), shard sizes and
-//!   restarts (the shards), and cashback accrued per period (`Progress`).
+//!   restarts (the shards), and cashback accrued per period (`Progress`,
+//!   seeded from the standings when a snapshot is restored);
+//! - snapshots: written by `snapshots` and `restore`.
 //!
 //! No label carries an IBAN, an hpan or a citizen id: the labels are
 //! `outcome`, `reason`, `subject`, `query`, `kind`, `shard` (0..shards-1),
@@ -41,6 +43,11 @@ const LATENCY_BUCKETS: &[f64] = &[
     5.0, 10.0, 30.0,
 ];
 
+/// Snapshot write buckets, seconds: 10 ms to 10 min (a large state takes a while).
+const SNAPSHOT_BUCKETS: &[f64] = &[
+    0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0, 2.5, 5.0, 10.0, 30.0, 60.0, 120.0, 300.0, 600.0,
+];
+
 /// How often [`collect`] polls the actors.
 const COLLECT_EVERY: Duration = Duration::from_secs(1);
 
@@ -57,6 +64,11 @@ pub fn install() -> Result<PrometheusHandle> {
     }
     let recorder = PrometheusBuilder::new()
         .set_buckets_for_metric(Matcher::Suffix("_seconds".into()), LATENCY_BUCKETS)
+        .context("histogram buckets")?
+        .set_buckets_for_metric(
+            Matcher::Full("cashback_snapshot_duration_seconds".into()),
+            SNAPSHOT_BUCKETS,
+        )
         .context("histogram buckets")?
         .build_recorder();
     let handle = recorder.handle();
@@ -172,6 +184,23 @@ fn describe() {
     describe_gauge!(
         "cashback_accrued_euros",
         "Cashback accrued in an award period: sum over citizens (withdrawn ones included) of the payments' scores after reversals, before the per-citizen max_cashback and min_transactions"
+    );
+    describe_histogram!(
+        "cashback_snapshot_duration_seconds",
+        Unit::Seconds,
+        "Time to write one snapshot to the JetStream object store (serialize and upload), after the shards encoded their ledgers"
+    );
+    describe_gauge!(
+        "cashback_snapshot_bytes",
+        "Size of the last snapshot written"
+    );
+    describe_gauge!(
+        "cashback_snapshot_last_seq",
+        "Stream sequence the newest snapshot (written or restored) holds everything up to"
+    );
+    describe_gauge!(
+        "cashback_snapshot_timestamp_seconds",
+        "Unix time the newest snapshot (written or restored) was taken"
     );
     describe_gauge!(
         "cashback_build_info",

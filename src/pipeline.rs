@@ -120,6 +120,10 @@ impl Pipeline {
         progress: Arc<Progress>,
     ) -> Pipeline {
         let n = shards.len();
+        // A router restored from a snapshot already knows its citizens.
+        progress
+            .citizens
+            .store(router.directory().citizen_count() as u64, Relaxed);
         Pipeline {
             decoder,
             router,
@@ -210,7 +214,8 @@ impl Pipeline {
             .snapshots
             .as_ref()
             .map_or(std::time::Duration::from_secs(3600), |s| s.every);
-        let mut snapshot_tick = tokio::time::interval_at(tokio::time::Instant::now() + every, every);
+        let mut snapshot_tick =
+            tokio::time::interval_at(tokio::time::Instant::now() + every, every);
         loop {
             if *shutdown.borrow() {
                 break;

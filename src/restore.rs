@@ -31,7 +31,8 @@ pub async fn load(
     periods: &Arc<Periods>,
     shards: usize,
 ) -> Result<Restored> {
-    let mut shard_ledgers: Vec<HashMap<u16, Ledger>> = (0..shards).map(|_| HashMap::new()).collect();
+    let mut shard_ledgers: Vec<HashMap<u16, Ledger>> =
+        (0..shards).map(|_| HashMap::new()).collect();
     let Some(snapshot) = store.latest(fingerprint).await? else {
         tracing::info!("no snapshot: replaying the log from its start");
         return Ok(Restored {
@@ -51,6 +52,9 @@ pub async fn load(
         secs = started.elapsed().as_secs_f64(),
         "restored snapshot"
     );
+    metrics::gauge!("cashback_snapshot_last_seq").set(snapshot.header.seq as f64);
+    metrics::gauge!("cashback_snapshot_timestamp_seconds")
+        .set(snapshot.header.taken_at.unix_nanos() as f64 / 1e9);
     Ok(Restored {
         router: Some(router),
         shard_ledgers,
@@ -58,13 +62,20 @@ pub async fn load(
     })
 }
 
-/// Feeds every shard's standings to the ranking.
+/// Feeds every shard's standings to the ranking, and their cashback to the
+/// accrued-cashback totals of `progress`.
 pub async fn rebuild_ranking(
     shards: &[Addr<CitizenShard>],
     ranking: &Addr<RankingAggregator>,
+    progress: &crate::progress::Progress,
 ) -> Result<()> {
     for shard in shards {
         let standings = shard.send(AllStandings).await?;
+        let accrued: Vec<_> = standings
+            .iter()
+            .map(|s| (s.period, s.standing.cashback))
+            .collect();
+        progress.accrue(&accrued);
         if !standings.is_empty() {
             ranking.send(ApplyStandings(standings)).await?;
         }

@@ -125,8 +125,8 @@ async fn serve(config: Config, options: ServeOptions) -> Result<()> {
         config.reversal_park_days,
     );
     let snapshot_store = crate::snapshots::SnapshotStore::open(&js, &config.stream_name).await?;
-    let restored = crate::restore::load(&snapshot_store, fingerprint, &periods, config.shards)
-        .await?;
+    let restored =
+        crate::restore::load(&snapshot_store, fingerprint, &periods, config.shards).await?;
     let mut shard_ledgers = restored.shard_ledgers;
     let shards: Vec<_> = (0..config.shards)
         .map(|i| {
@@ -140,7 +140,7 @@ async fn serve(config: Config, options: ServeOptions) -> Result<()> {
             addr
         })
         .collect();
-    crate::restore::rebuild_ranking(&shards, &ranking).await?;
+    crate::restore::rebuild_ranking(&shards, &ranking, &progress).await?;
 
     let (stop_tx, stop_rx) = watch::channel(false);
     tokio::spawn(async move {
@@ -157,7 +157,11 @@ async fn serve(config: Config, options: ServeOptions) -> Result<()> {
         tracing::warn!("fault injection is ON (CASHBACK_FAULT_INJECTION=1): test use only");
     }
     let router = restored.router.unwrap_or_else(|| {
-        Router::new(config.partitions, periods.clone(), config.reversal_park_days)
+        Router::new(
+            config.partitions,
+            periods.clone(),
+            config.reversal_park_days,
+        )
     });
     let mut pipeline = Pipeline::new(
         decoder,

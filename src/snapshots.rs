@@ -78,7 +78,9 @@ impl SnapshotStore {
             }
             match Snapshot::from_bytes(&bytes, fingerprint) {
                 Ok(s) => return Ok(Some(s)),
-                Err(e) => tracing::warn!(seq, error = %e, "snapshot not usable; trying an older one"),
+                Err(e) => {
+                    tracing::warn!(seq, error = %e, "snapshot not usable; trying an older one")
+                }
             }
         }
         Ok(None)
@@ -138,6 +140,7 @@ impl Snapshotter {
             report(upload.await);
         }
         let seq = snapshot.header.seq;
+        let taken_at = snapshot.header.taken_at;
         self.last_seq = seq;
         let (store, purge) = (self.store.clone(), self.purge);
         let started = std::time::Instant::now();
@@ -150,7 +153,7 @@ impl Snapshotter {
             metrics::gauge!("cashback_snapshot_bytes").set(size as f64);
             metrics::gauge!("cashback_snapshot_last_seq").set(seq as f64);
             metrics::gauge!("cashback_snapshot_timestamp_seconds")
-                .set(cashback_engine::time::Timestamp::now().unix_secs() as f64);
+                .set(taken_at.unix_nanos() as f64 / 1e9);
             if purge && keep_from > 1 {
                 // Messages up to the oldest kept snapshot are in every
                 // snapshot; replay never needs them again.
@@ -160,7 +163,12 @@ impl Snapshotter {
                     .await
                     .context("cannot purge the stream")?;
             }
-            tracing::info!(seq, size, secs = started.elapsed().as_secs_f64(), "snapshot stored");
+            tracing::info!(
+                seq,
+                size,
+                secs = started.elapsed().as_secs_f64(),
+                "snapshot stored"
+            );
             Ok(seq)
         });
         if wait {

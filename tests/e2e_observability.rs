@@ -455,7 +455,9 @@ async fn prometheus_scrapes_the_engine_and_every_dashboard_query_returns_data() 
         return;
     }
     check_config(&root().join("config/prometheus.yml"));
-    let h = Harness::start(&config_toml(30)).await;
+    // Snapshots every second, so that their series move under traffic.
+    let config = format!("snapshot_interval_secs = 1\n{}", config_toml(30));
+    let mut h = Harness::start(&config).await;
 
     // Known traffic: six citizens in the open period "CUR" (2 winners),
     // citizen i with i + 1 payments of 10.00 EUR (1.00 EUR cashback each).
@@ -647,7 +649,7 @@ async fn prometheus_scrapes_the_engine_and_every_dashboard_query_returns_data() 
                 let _ = client
                     .request("cashback.query.citizen", q.to_string().into())
                     .await;
-                if n % 5 == 0 {
+                if n % 5 == 1 {
                     let e = json!({"citizen_id": format!("obs-citizen-{i}"), "hpan": hpan(7000 + i),
                         "activated_at": at(-40, 0)});
                     let _ = client
@@ -732,10 +734,45 @@ async fn prometheus_scrapes_the_engine_and_every_dashboard_query_returns_data() 
     assert_eq!(value(&ranked[0]), 6.0);
     stop.store(true, Ordering::Relaxed);
     let _ = traffic.await;
+    drop(prom);
     assert!(
         failures.is_empty(),
         "dashboard expressions without data:\n{}",
         failures.join("\n")
     );
-    drop(prom);
+
+    // After a restart from the final snapshot, the state series say the same.
+    h.caught_up().await;
+    // The state series are polled from the actors once a second: wait for
+    // a poll that follows the last applied message.
+    tokio::time::sleep(Duration::from_millis(2500)).await;
+    let (_, before) = h.http_get("/metrics").await.expect("/metrics");
+    let state = [
+        "cashback_accrued_euros{period=\"CUR\"}",
+        "cashback_ranked_participants{period=\"CUR\"}",
+        "cashback_ranking_cutoff_transactions{period=\"CUR\"}",
+        "cashback_ranking_top_transactions{period=\"CUR\"}",
+        "cashback_enrolled_citizens",
+    ];
+    let want: Vec<(&str, f64)> = state
+        .iter()
+        .map(|s| {
+            (
+                *s,
+                sample(&before, s).unwrap_or_else(|| panic!("{s} missing")),
+            )
+        })
+        .collect();
+    assert!(want[0].1 > 20.0, "live payments accrued cashback");
+    assert_eq!(h.stop_engine(), Some(0));
+    h.start_engine().await;
+    let after = wait_for_values(&h, &want).await;
+    assert!(
+        sample(&after, "cashback_snapshot_timestamp_seconds").is_some_and(|t| t > 1.6e9),
+        "the restored snapshot's time"
+    );
+    assert!(
+        h.engine_log().contains("restored snapshot"),
+        "the engine restarted from a snapshot"
+    );
 }
