@@ -13,6 +13,6 @@ pub mod shard;
 pub mod supervision;
 
 pub use shard::{
-    CitizenShard, Lookup, LookupCitizen, LookupMany, ShardBatch, ShardStats, StatementOf, Stats,
-    TakeSnapshot, AllStandings,
+    AllStandings, CitizenShard, Lookup, LookupCitizen, LookupMany, ShardBatch, ShardStats,
+    StatementOf, Stats, TakeSnapshot,
 };

@@ -304,7 +304,9 @@ impl Ledger {
         let mut interned: HashMap<Arc<str>, Arc<str>> = HashMap::new();
         for book in self.cards.values_mut() {
             for p in &mut book.payments {
-                let shared = interned.entry(p.acquirer.clone()).or_insert_with(|| p.acquirer.clone());
+                let shared = interned
+                    .entry(p.acquirer.clone())
+                    .or_insert_with(|| p.acquirer.clone());
                 p.acquirer = shared.clone();
             }
         }

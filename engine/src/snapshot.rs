@@ -84,10 +84,15 @@ impl Snapshot {
     pub fn from_bytes(bytes: &[u8], fingerprint: u64) -> Result<Snapshot, String> {
         let snap: Snapshot = bincode::deserialize(bytes).map_err(|e| e.to_string())?;
         if snap.header.format != FORMAT {
-            return Err(format!("format {} (this build reads {FORMAT})", snap.header.format));
+            return Err(format!(
+                "format {} (this build reads {FORMAT})",
+                snap.header.format
+            ));
         }
         if snap.header.fingerprint != fingerprint {
-            return Err("taken under another configuration (periods, partitions or parking)".into());
+            return Err(
+                "taken under another configuration (periods, partitions or parking)".into(),
+            );
         }
         Ok(snap)
     }
@@ -102,7 +107,12 @@ mod tests {
     #[test]
     fn a_snapshot_round_trip_keeps_every_decision() {
         let periods = Arc::new(
-            Periods::new(vec![crate::period::tests::period("P", "2021-01-01", "2021-06-30")]).unwrap(),
+            Periods::new(vec![crate::period::tests::period(
+                "P",
+                "2021-01-01",
+                "2021-06-30",
+            )])
+            .unwrap(),
         );
         let mut a = LocalEngine::new(8, periods.clone(), 30);
         let at = |seq| Position {
@@ -113,16 +123,28 @@ mod tests {
         a.enroll(at(1), &cmd(r#"{"op":"citizen","citizen_id":"c","iban":"IT60X0542811101000000123456","tc_accepted_at":"2021-01-01T00:00:00Z"}"#)).unwrap();
         a.enroll(at(2), &cmd(&format!(r#"{{"op":"card","citizen_id":"c","hpan":"{}","activated_at":"2021-01-01T00:00:00Z"}}"#, "a".repeat(64)))).unwrap();
         let pay = |id: &str, amount: u64, op: &str, corr: &str| {
-            format!(r#"{{"acquirer_code":"1","operation_type":"{op}","circuit_type":"01","hpan":"{}","trx_date":"2021-03-01T10:00:00Z","id_trx_acquirer":"{id}","total_amount":{amount},"currency":"978","acquirer_id":"A","merchant_id":"M","terminal_id":"T","bin":"123456","mcc":"5411","correlation_id":"{corr}"}}"#, "a".repeat(64))
+            format!(
+                r#"{{"acquirer_code":"1","operation_type":"{op}","circuit_type":"01","hpan":"{}","trx_date":"2021-03-01T10:00:00Z","id_trx_acquirer":"{id}","total_amount":{amount},"currency":"978","acquirer_id":"A","merchant_id":"M","terminal_id":"T","bin":"123456","mcc":"5411","correlation_id":"{corr}"}}"#,
+                "a".repeat(64)
+            )
         };
         a.authorization(at(3), "s", pay("p1", 1000, "00", "K1").as_bytes());
         a.authorization(at(4), "s", pay("r2", 500, "01", "K2").as_bytes()); // parked
-        // Snapshot a, restore into b.
+                                                                            // Snapshot a, restore into b.
         let fp = fingerprint(&periods, 8, 30);
         let snap = Snapshot {
-            header: Header { format: FORMAT, seq: 4, fingerprint: fp, taken_at: Timestamp::now() },
+            header: Header {
+                format: FORMAT,
+                seq: 4,
+                fingerprint: fp,
+                taken_at: Timestamp::now(),
+            },
             router: encode_router(&a.router),
-            ledgers: a.ledgers.iter().map(|l| (l.partition(), encode_ledger(l))).collect(),
+            ledgers: a
+                .ledgers
+                .iter()
+                .map(|l| (l.partition(), encode_ledger(l)))
+                .collect(),
         };
         let loaded = Snapshot::from_bytes(&snap.to_bytes(), fp).unwrap();
         assert!(Snapshot::from_bytes(&snap.to_bytes(), fp ^ 1).is_err());

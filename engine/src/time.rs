@@ -11,7 +11,17 @@ use chrono_tz::Europe::Rome;
 ///
 /// Field order makes the derived `Ord` chronological.
 #[derive(
-    Clone, Copy, Debug, PartialEq, Eq, PartialOrd, Ord, Hash, Default, serde::Serialize, serde::Deserialize,
+    Clone,
+    Copy,
+    Debug,
+    PartialEq,
+    Eq,
+    PartialOrd,
+    Ord,
+    Hash,
+    Default,
+    serde::Serialize,
+    serde::Deserialize,
 )]
 pub struct Timestamp {
     /// Seconds since the Unix epoch (negative before 1970).
