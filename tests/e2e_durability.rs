@@ -26,6 +26,18 @@ fn durable_config() -> String {
     )
 }
 
+/// A count from the environment, or `default`.
+fn env_number(name: &str, default: usize) -> usize {
+    std::env::var(name)
+        .ok()
+        .map(|v| {
+            v.replace('_', "")
+                .parse()
+                .unwrap_or_else(|_| panic!("{name}: a number"))
+        })
+        .unwrap_or(default)
+}
+
 /// The reference: the same rules, one thread, no NATS, no actors, no
 /// snapshots, fed the inputs in publication order.
 fn reference(config: &str) -> LocalEngine {
@@ -127,13 +139,17 @@ async fn compare(h: &Harness, local: &LocalEngine, citizens: usize) {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn sigkill_at_random_points_loses_nothing_and_counts_nothing_twice() {
+    // The short version runs in CI; the long one (issue 4: 1M authorizations,
+    // 10 kills) is `CASHBACK_DURABILITY_AUTHS=1000000 CASHBACK_DURABILITY_KILLS=10`.
+    let auths = env_number("CASHBACK_DURABILITY_AUTHS", 100_000);
+    let kills = env_number("CASHBACK_DURABILITY_KILLS", 3);
     let config = durable_config();
     let mut h = Harness::start(&config).await;
     let mut local = reference(&config);
-    let citizens = 50;
+    let citizens = (auths / 400).clamp(50, 2_000);
     let mut seq = 0;
     enroll_all(&h, &mut local, citizens, &mut seq).await;
-    let messages = workload(20_000, citizens, 11);
+    let messages = workload(auths, citizens, 11);
     let now = Timestamp::now();
     for m in &messages {
         seq += 1;
@@ -168,8 +184,13 @@ async fn sigkill_at_random_points_loses_nothing_and_counts_nothing_twice() {
         }
     });
     let mut rng = StdRng::seed_from_u64(5);
-    for _ in 0..3 {
-        tokio::time::sleep(Duration::from_millis(rng.gen_range(300..1500))).await;
+    // Spread the kills over the publishing, whatever its length.
+    let pause_ms = (auths as u64 / 40 / kills.max(1) as u64).clamp(300, 10_000);
+    for _ in 0..kills {
+        tokio::time::sleep(Duration::from_millis(
+            rng.gen_range(pause_ms / 3..pause_ms * 5 / 3),
+        ))
+        .await;
         h.kill_engine();
         tokio::time::sleep(Duration::from_millis(rng.gen_range(0..300))).await;
         h.start_engine().await;
