@@ -4,9 +4,11 @@
 //! `transaction_count` descending, then `last_trx_date`, `tc_accepted_at` and
 //! `citizen_id` ascending. The production system recomputed that order in a
 //! nightly batch; this engine keeps it exact after every message, so the index
-//! must take millions of updates per second and answer a position in about a
-//! microsecond. A sorted set (Redis) manages ~137k updates/s at ~110 bytes per
-//! member and cannot even express the tie-break chain in one float score.
+//! must take far more updates per second than the stream delivers and answer
+//! a position in about a microsecond. At 8.4M ranked citizens it measures
+//! 0.6-1.1 M updates/s and ~0.7 us per position (BENCHMARKS.md), about ten
+//! times a Redis sorted set, which also cannot express the tie-break chain
+//! in one float score.
 //!
 //! The design exploits that counts are small integers (the 2021 leader had
 //! about 1,500 payments in a semester):
@@ -1216,8 +1218,11 @@ impl<const L: usize, const I: usize> RankIndexWith<L, I> {
     /// queueing (a dependent random read costs 250-500 ns on this kind of
     /// machine, more than the rest of an update).
     pub fn update_many(&mut self, updates: &[(u32, u32, Timestamp)]) -> usize {
-        let TABLE_AHEAD: usize = std::env::var("TA").map(|v| v.parse().unwrap()).unwrap_or(8);
-        let TREE_AHEAD: usize = std::env::var("TR").map(|v| v.parse().unwrap()).unwrap_or(4);
+        // How far ahead to start loading: the table slot first (needed to
+        // find the leaves), the leaves a few updates later. Measured on
+        // this kind of machine; larger distances evict what is still needed.
+        const TABLE_AHEAD: usize = 8;
+        const TREE_AHEAD: usize = 4;
         let mut known = 0;
         for (i, &(citizen, count, last_trx)) in updates.iter().enumerate() {
             if let Some(&(ahead, _, _)) = updates.get(i + TABLE_AHEAD) {
