@@ -1,6 +1,6 @@
 //! `cashback`: the command line (PROTOCOL.md section 7).
 
-use anyhow::Result;
+use anyhow::{Context, Result};
 use cashback::config::Config;
 use cashback::serve::ServeOptions;
 use clap::{Parser, Subcommand};
@@ -42,6 +42,49 @@ enum Command {
         /// Subject prefix.
         #[arg(long, default_value = "cashback")]
         prefix: String,
+    },
+    /// A payment network: enroll citizens, then publish a realistic mix of
+    /// authorizations at a chosen rate (deterministic from the seed).
+    Simulate {
+        /// Citizens to enroll, each with 1-4 cards.
+        #[arg(long, default_value_t = 100_000)]
+        citizens: usize,
+        /// Authorizations per second offered (0: as fast as JetStream takes them).
+        #[arg(long, default_value_t = 10_000)]
+        rate: u64,
+        /// Stop after this many authorizations.
+        #[arg(long)]
+        count: Option<u64>,
+        /// Stop after this many seconds (default 60 when no --count is given).
+        #[arg(long)]
+        duration: Option<u64>,
+        /// Seed of the generator.
+        #[arg(long, default_value_t = 1)]
+        seed: u64,
+        /// The simulated "now" for trx dates (RFC 3339); default the wall clock.
+        #[arg(long)]
+        now: Option<String>,
+        /// Skip enrollment: the citizens are enrolled already.
+        #[arg(long)]
+        skip_enrollment: bool,
+        /// Then wait for the engine and compare every citizen's count and
+        /// cashback with what was sent; exit 1 on any difference.
+        #[arg(long)]
+        verify: bool,
+        /// Engine configuration, for the period and the stream name; default
+        /// the shipped one plus the current semester, as `serve --demo`.
+        #[arg(long)]
+        config: Option<PathBuf>,
+        /// The engine's metrics address, for its lag and --verify.
+        #[arg(
+            long,
+            env = "CASHBACK_METRICS_LISTEN",
+            default_value = "127.0.0.1:9464"
+        )]
+        engine: String,
+        /// NATS server URL.
+        #[arg(long, env = "CASHBACK_NATS_URL", default_value = cashback::commands::DEFAULT_URL)]
+        nats_url: String,
     },
     /// Write the payout file of an award period from the running engine.
     Awards {
@@ -102,6 +145,72 @@ fn main() -> Result<()> {
         } => {
             client_runtime()?
                 .block_on(cashback::commands::import::run(&nats_url, &prefix, &files))?;
+            Ok(())
+        }
+        Command::Simulate {
+            citizens,
+            rate,
+            count,
+            duration,
+            seed,
+            now,
+            skip_enrollment,
+            verify,
+            config,
+            engine,
+            nats_url,
+        } => {
+            let mut config = Config::load(config.as_deref())?;
+            cashback::demo::ensure_current_period(&mut config);
+            let periods = config.periods()?;
+            let now = now
+                .map(|t| {
+                    cashback_engine::time::Timestamp::parse_rfc3339(&t)
+                        .with_context(|| format!("--now {t}: not RFC 3339"))
+                })
+                .transpose()?;
+            let today = now
+                .unwrap_or_else(cashback_engine::time::Timestamp::now)
+                .rome_date();
+            let period = periods
+                .containing_date(today)
+                .map(|p| periods.get(p).clone())
+                .with_context(|| format!("no configured period contains {today}"))?;
+            let options = cashback::commands::simulate::Options {
+                citizens,
+                rate,
+                count,
+                duration: duration
+                    .or(count.is_none().then_some(60))
+                    .map(std::time::Duration::from_secs),
+                seed,
+                now,
+                engine: engine.replace("0.0.0.0", "127.0.0.1"),
+                skip_enrollment,
+                verify,
+                enroll_in_flight: 512,
+                quiet: false,
+            };
+            let report = client_runtime()?.block_on(async {
+                let (stop_tx, stop_rx) = tokio::sync::watch::channel(false);
+                tokio::spawn(async move {
+                    if tokio::signal::ctrl_c().await.is_ok() {
+                        let _ = stop_tx.send(true);
+                    }
+                });
+                cashback::commands::simulate::run(
+                    &nats_url,
+                    &config.subject_prefix,
+                    &config.stream_name,
+                    &period,
+                    &options,
+                    stop_rx,
+                )
+                .await
+            })?;
+            if report.mismatches.is_some_and(|m| m > 0) {
+                std::process::exit(1);
+            }
             Ok(())
         }
         Command::Awards {

@@ -230,9 +230,10 @@ async fn serve(config: Config, options: ServeOptions) -> Result<()> {
     }
     if options.demo {
         let (url, periods, prefix) = (url.clone(), periods.clone(), config.subject_prefix.clone());
+        let stream_name = config.stream_name.clone();
         let stop = stop_rx.clone();
         tokio::spawn(async move {
-            if let Err(e) = crate::demo::run(&url, &prefix, &periods, stop).await {
+            if let Err(e) = crate::demo::run(&url, &prefix, &stream_name, &periods, stop).await {
                 tracing::error!(error = %e, "demo traffic stopped");
             }
         });

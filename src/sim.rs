@@ -70,6 +70,10 @@ pub struct Generator {
     now: Timestamp,
     /// Expected totals, per citizen.
     expected: BTreeMap<usize, Expected>,
+    /// The oldest a payment may be, in seconds before `now`: late batches
+    /// reach back up to two days, but never before the period's start (a
+    /// payment outside the period would not count as the generator expects).
+    max_age_secs: i64,
     /// Cashback rate and per-payment cap of the target period.
     rate: Decimal,
     cap: Decimal,
@@ -112,10 +116,13 @@ fn normal(rng: &mut StdRng) -> f64 {
 
 impl Generator {
     /// A generator for `citizens` citizens, with the period's rate and cap.
+    /// A generator for `citizens` citizens, with the period's rate and cap;
+    /// no trx date is before `earliest` (the period's start).
     pub fn new(
         citizens: usize,
         seed: u64,
         now: Timestamp,
+        earliest: Timestamp,
         rate: Decimal,
         cap: Decimal,
     ) -> Generator {
@@ -135,10 +142,16 @@ impl Generator {
             held: VecDeque::new(),
             n: 0,
             now,
+            max_age_secs: (now.unix_secs() - earliest.unix_secs()).clamp(1, 172_800),
             expected: BTreeMap::new(),
             rate,
             cap,
         }
+    }
+
+    /// Citizens the generator pays: `sim-0` to `sim-{citizens-1}`.
+    pub fn citizens(&self) -> usize {
+        self.citizens
     }
 
     /// What each citizen should show once everything generated so far is
@@ -154,11 +167,22 @@ impl Generator {
             .min(self.citizens - 1)
     }
 
+    /// The message for `body`, with its de-duplication key as `Nats-Msg-Id`
+    /// (PROTOCOL section 1), so that a re-send inside JetStream's window is
+    /// dropped by JetStream and a later one reaches the engine's own check.
     fn out(&mut self, body: &Value) -> Outgoing {
         self.n += 1;
+        let field = |name: &str| body[name].as_str().unwrap_or_default();
         Outgoing {
-            acquirer: body["acquirer_code"].as_str().unwrap_or("32875").to_owned(),
-            msg_id: format!("sim-{}", self.n),
+            acquirer: field("acquirer_code").to_owned(),
+            msg_id: format!(
+                "{}/{}/{}/{}/{}",
+                field("acquirer_code"),
+                field("acquirer_id"),
+                field("id_trx_acquirer"),
+                field("operation_type"),
+                field("trx_date")
+            ),
             body: body.to_string().into_bytes(),
         }
     }
@@ -203,7 +227,8 @@ impl Generator {
             self.rng.gen_range(86_400..172_800)
         } else {
             self.rng.gen_range(0..3600)
-        };
+        }
+        .min(self.max_age_secs - 1);
         // A reversal that arrives before its payment (full amount, by
         // correlation id): the payment is held back and sent later.
         let early = !late && self.rng.gen_bool(0.004);
@@ -306,6 +331,7 @@ mod tests {
             1000,
             seed,
             now,
+            now.plus_secs(-30 * 86_400),
             "0.10".parse().unwrap(),
             "15.00".parse().unwrap(),
         )

@@ -2,7 +2,9 @@
 //! (or to JetStream) over NATS.
 
 pub mod awards;
+pub mod engine_health;
 pub mod import;
+pub mod simulate;
 
 /// The NATS URL when none is given: the embedded server's default address.
 pub const DEFAULT_URL: &str = "nats://127.0.0.1:4222";
