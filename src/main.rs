@@ -161,7 +161,15 @@ fn main() -> Result<()> {
             nats_url,
         } => {
             let mut config = Config::load(config.as_deref())?;
+            let configured = config.periods.len();
             cashback::demo::ensure_current_period(&mut config);
+            if config.periods.len() > configured {
+                eprintln!(
+                    "simulate: no configured period contains today; using {} as `serve --demo` does \
+                     (an engine without it rejects every payment: run it with --demo or the same --config)",
+                    config.periods[configured].id
+                );
+            }
             let periods = config.periods()?;
             let now = now
                 .map(|t| {

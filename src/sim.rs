@@ -209,10 +209,17 @@ impl Generator {
             };
         }
         if roll < 0.006 && !self.recent.is_empty() {
-            // A duplicate: the same payment again under a new message id.
+            // A duplicate: the same payment again. Most come back within
+            // JetStream's window with the same Nats-Msg-Id and are dropped
+            // there; a fifth arrive as after the window (a fresh message
+            // id), so that only the engine's own key check stops them.
             let i = self.rng.gen_range(0..self.recent.len());
             let body = self.recent[i].body.clone();
-            return self.out(&body);
+            let mut msg = self.out(&body);
+            if self.rng.gen_bool(0.2) {
+                msg.msg_id.push_str(&format!("/resent-{}", self.n));
+            }
+            return msg;
         }
         if roll < 0.026 && !self.recent.is_empty() {
             return self.reversal();
