@@ -83,8 +83,16 @@ fn describe() {
     use cashback_engine::reason::Reason;
     use metrics::{describe_counter, describe_gauge, describe_histogram, Unit};
     describe_counter!(
+        "cashback_authorizations_read_total",
+        "Authorizations read from the log (each message once)"
+    );
+    describe_counter!(
         "cashback_authorizations_total",
-        "Authorizations read from the log, by outcome: counted, reversal_applied, reversal_parked, rejected"
+        "Authorizations by final outcome, each once: counted, reversal_applied, rejected (a parked reversal is counted when it is applied or expires)"
+    );
+    describe_counter!(
+        "cashback_reversals_parked_total",
+        "Reversals that matched no payment on arrival and were parked to wait for it"
     );
     describe_counter!(
         "cashback_rejections_total",
@@ -209,9 +217,11 @@ fn describe() {
     for r in Reason::ALL {
         metrics::counter!("cashback_rejections_total", "reason" => r.as_str()).absolute(0);
     }
-    for outcome in ["counted", "reversal_applied", "reversal_parked", "rejected"] {
+    for outcome in ["counted", "reversal_applied", "rejected"] {
         metrics::counter!("cashback_authorizations_total", "outcome" => outcome).absolute(0);
     }
+    metrics::counter!("cashback_authorizations_read_total").absolute(0);
+    metrics::counter!("cashback_reversals_parked_total").absolute(0);
     for kind in ["position", "leaderboard"] {
         metrics::counter!("cashback_pushes_total", "kind" => kind).absolute(0);
     }

@@ -301,6 +301,7 @@ impl Pipeline {
         decoded: Result<Authorization, Rejection>,
     ) -> Result<()> {
         self.progress.authorizations.fetch_add(1, Relaxed);
+        metrics::counter!("cashback_authorizations_read_total").increment(1);
         let auth = match decoded {
             Ok(a) => a,
             Err(rejection) => {
@@ -327,8 +328,7 @@ impl Pipeline {
                 }
                 Routed::ParkedHere => {
                     self.progress.reversals_parked.fetch_add(1, Relaxed);
-                    metrics::counter!("cashback_authorizations_total", "outcome" => "reversal_parked")
-                        .increment(1);
+                    metrics::counter!("cashback_reversals_parked_total").increment(1);
                 }
                 Routed::Wait => {
                     // A re-send of a reversal still being judged: let every
@@ -450,7 +450,7 @@ impl Pipeline {
                 .increment(report.payments);
             metrics::counter!("cashback_authorizations_total", "outcome" => "reversal_applied")
                 .increment(report.reversals_applied);
-            metrics::counter!("cashback_authorizations_total", "outcome" => "reversal_parked")
+            metrics::counter!("cashback_reversals_parked_total")
                 .increment(report.reversals_parked);
             for late in report.rejections {
                 self.publish_late(late).await;

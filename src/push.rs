@@ -6,8 +6,13 @@
 //!   coalesced into one push at its end, always of the latest state.
 //! - `cashback.leaderboard.<award_period>`: the first leaderboard page
 //!   (offset 0, limit 100), every leaderboard interval while it changes.
+//!
+//! Changes replayed after a restart (before the log found at start is
+//! applied) are not pushed: they are history, and the app queries what it
+//! missed. A withdrawal drops the citizen's coalesced, unpushed state.
 
 use crate::nats::subjects::Subjects;
+use crate::progress::Progress;
 use crate::services::query::{LeaderboardReply, QueryContext};
 use cashback_actors::ranking::{PageOf, RanksOf};
 use cashback_engine::directory::CitizenIdx;
@@ -15,6 +20,8 @@ use cashback_engine::fasthash::{FastMap, FastSet};
 use cashback_engine::item::StandingChange;
 use cashback_engine::period::PeriodIdx;
 use cashback_engine::query::citizen_reply;
+use std::sync::atomic::Ordering::Relaxed;
+use std::sync::Arc;
 use std::time::{Duration, Instant};
 use tokio::sync::{mpsc, watch};
 
@@ -41,6 +48,11 @@ struct Pusher {
     dirty: FastSet<PeriodIdx>,
     /// The last leaderboard published per period, to publish only changes.
     last_board: FastMap<PeriodIdx, LeaderboardReply>,
+    /// Whether the log found at start has been replayed. Changes replayed
+    /// after a restart are history: pushing them would send every citizen
+    /// active since the last snapshot a burst of stale positions at once,
+    /// the thundering herd that broke the real app on launch day.
+    progress: Arc<Progress>,
 }
 
 /// Runs until `shutdown` or until the pipeline drops its sender.
@@ -51,9 +63,11 @@ pub async fn run(
     mut changes: mpsc::Receiver<Vec<StandingChange>>,
     interval: Duration,
     leaderboard_interval: Duration,
+    progress: Arc<Progress>,
     mut shutdown: watch::Receiver<bool>,
 ) {
     let mut p = Pusher {
+        progress,
         client,
         subjects,
         ctx,
@@ -83,12 +97,19 @@ impl Pusher {
     async fn on_changes(&mut self, batch: Vec<StandingChange>) {
         let now = Instant::now();
         let mut send_now = Vec::new();
+        let live = self.progress.replayed.load(Relaxed);
         for change in batch {
             self.dirty.insert(change.period);
+            let key = (change.citizen, change.period);
             if change.withdrawn {
+                // A withdrawn citizen is no longer ranked: a coalesced state
+                // from before the withdrawal must not go out after it.
+                self.pending.remove(&key);
                 continue;
             }
-            let key = (change.citizen, change.period);
+            if !live {
+                continue;
+            }
             if let Some(slot) = self.pending.get_mut(&key) {
                 *slot = change;
             } else if self

@@ -526,6 +526,8 @@ async fn prometheus_scrapes_the_engine_and_every_dashboard_query_returns_data() 
                 1.0,
             ),
             ("cashback_authorizations_total{outcome=\"rejected\"}", 3.0),
+            // Each message once: 21 + 1 + 3.
+            ("cashback_authorizations_read_total", 25.0),
             ("cashback_rejections_total{reason=\"duplicate\"}", 1.0),
             (
                 "cashback_rejections_total{reason=\"card_not_enrolled\"}",
@@ -581,6 +583,7 @@ async fn prometheus_scrapes_the_engine_and_every_dashboard_query_returns_data() 
         "cashback_apply_latency_seconds",
         "cashback_enrollment_latency_seconds",
         "cashback_query_latency_seconds",
+        "cashback_snapshot_duration_seconds",
     ] {
         assert!(text.contains(&format!("# TYPE {h} histogram")), "{h} type");
         assert!(text.contains(&format!("{h}_bucket{{")), "{h} buckets");

@@ -323,3 +323,101 @@ async fn position_pushes_coalesce_but_never_lose_the_latest_state() {
     assert_eq!(board["award_period"], json!("CUR"));
     assert_eq!(board["entries"][0]["citizen_id"], json!("pia"));
 }
+
+/// Within the winners' positions but below `min_transactions`: ranked, no
+/// Supercashback, nothing payable; reaching the minimum turns both on. The
+/// payout file says the same. ("CUR": 2 winners, minimum 3 payments, at
+/// most 20.00 EUR payable.)
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_winner_needs_the_minimum_number_of_payments() {
+    let h = Harness::start(&config_toml(30)).await;
+    for (i, id) in ["few", "fewer"].iter().enumerate() {
+        h.citizen(id, &at(-45, 0)).await;
+        h.card(id, &hpan(2000 + i as u64), &at(-40, 0)).await;
+    }
+    let pay = |card: u64, n: u32| {
+        payment(
+            &hpan(card),
+            &format!("w{card}-{n}"),
+            &at(-1, n as i64),
+            1_000,
+        )
+    };
+    for n in 0..2 {
+        h.publish(&pay(2000, n)).await;
+    }
+    h.publish(&pay(2001, 0)).await;
+    h.caught_up().await;
+
+    let few = h.query("few", "CUR").await;
+    assert_eq!(
+        (
+            &few["ranking"],
+            &few["transaction_count"],
+            &few["supercashback"],
+            &few["cashback"],
+            &few["cashback_payable"],
+            &few["threshold_reached"]
+        ),
+        (
+            &json!(1),
+            &json!(2),
+            &json!(false),
+            &json!("2.00"),
+            &json!("0.00"),
+            &json!(false)
+        ),
+        "{few}"
+    );
+    let fewer = h.query("fewer", "CUR").await;
+    assert_eq!(
+        (&fewer["ranking"], &fewer["supercashback"]),
+        (&json!(2), &json!(false)),
+        "{fewer}"
+    );
+
+    let awards = |h: &Harness| {
+        let out = h.dir.path().join("winners.csv");
+        let run = std::process::Command::new(env!("CARGO_BIN_EXE_cashback"))
+            .args(["awards", "--period", "CUR", "--provisional", "--out"])
+            .arg(&out)
+            .args(["--nats-url", h.nats.url()])
+            .output()
+            .unwrap();
+        assert!(
+            run.status.success(),
+            "{}",
+            String::from_utf8_lossy(&run.stderr)
+        );
+        std::fs::read_to_string(&out).unwrap()
+    };
+    let file = awards(&h);
+    assert!(
+        file.contains("\nfew,IT60X0542811101000000123456,2,0.00,1,false,0.00\n"),
+        "{file}"
+    );
+
+    // A third payment reaches the minimum: a winner, with all 3.00 EUR
+    // payable (under max_cashback, 20.00).
+    h.publish(&pay(2000, 2)).await;
+    h.caught_up().await;
+    let few = h.query("few", "CUR").await;
+    assert_eq!(
+        (
+            &few["supercashback"],
+            &few["cashback_payable"],
+            &few["threshold_reached"]
+        ),
+        (&json!(true), &json!("3.00"), &json!(true)),
+        "{few}"
+    );
+    let file = awards(&h);
+    assert!(
+        file.contains("\nfew,IT60X0542811101000000123456,3,3.00,1,true,1500.00\n"),
+        "{file}"
+    );
+    assert!(
+        file.contains("\nfewer,IT60X0542811101000000123456,1,0.00,2,false,0.00\n"),
+        "{file}"
+    );
+}

@@ -54,7 +54,19 @@ pub struct AwardsReply {
     pub rows: Vec<AwardRow>,
 }
 
-/// Answers one page: bad_request, unknown_award_period.
+/// Whether the period's file is final: the period stopped accepting data
+/// more than a second ago (the stream position below is at most half a
+/// second old, so it includes everything received before the close), the
+/// log found at start is replayed, and nothing received is left to apply.
+fn closed_and_applied(ctx: &QueryContext, period: cashback_engine::period::PeriodIdx) -> bool {
+    use std::sync::atomic::Ordering::Relaxed;
+    !ctx.periods
+        .accepts_data(period, Timestamp::now().plus_secs(-1))
+        && ctx.progress.replayed.load(Relaxed)
+        && ctx.progress.lag() == 0
+}
+
+/// Answers one page: bad_request, unknown_award_period, unavailable.
 pub async fn awards(ctx: &QueryContext, body: &[u8]) -> bytes::Bytes {
     let q: AwardsQuery = match serde_json::from_slice(body) {
         Ok(q) => q,
@@ -112,6 +124,15 @@ pub async fn awards(ctx: &QueryContext, body: &[u8]) -> bytes::Bytes {
         }
     }
     let p = ctx.periods.get(period);
+    // Every ranked citizen is known to its shard; a miss means the ranking
+    // moved under the page (a withdrawal), and a page with a hole would
+    // shift every later row.
+    if found.iter().any(|l| !matches!(l, Some(Lookup::Found(..)))) {
+        return error_reply(
+            "unavailable",
+            "the ranking changed while the page was read; retry",
+        );
+    }
     let rows = page
         .entries
         .iter()
@@ -140,7 +161,7 @@ pub async fn awards(ctx: &QueryContext, body: &[u8]) -> bytes::Bytes {
     let reply = AwardsReply {
         ok: true,
         award_period: p.id.clone(),
-        closed: !ctx.periods.accepts_data(period, Timestamp::now()),
+        closed: closed_and_applied(ctx, period),
         total: page.total_participants,
         rows,
     };

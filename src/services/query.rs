@@ -32,6 +32,9 @@ pub struct QueryContext {
     pub partitions: u16,
     /// Award periods.
     pub periods: Arc<Periods>,
+    /// How far the engine has applied the log: a payout file is final only
+    /// once everything the broker received before the close is applied.
+    pub progress: Arc<crate::progress::Progress>,
 }
 
 impl QueryContext {
