@@ -2,7 +2,9 @@
 //! everything else, and environment variables over both.
 
 use anyhow::{bail, Context, Result};
+use cashback_engine::authorization::DEFAULT_MAX_AUTHORIZATION_BYTES;
 use cashback_engine::period::{AwardPeriod, Periods};
+use cashback_engine::router::ParkingLimits;
 use serde::Deserialize;
 use std::path::{Path, PathBuf};
 
@@ -51,6 +53,35 @@ pub struct Config {
     /// Path of the nats-server binary for embedded mode; empty: look in
     /// `.local/nats-server/bin`, then `PATH`.
     pub nats_server_bin: String,
+    /// User the engine authenticates to NATS as (empty: no credentials), so
+    /// that the broker grants it the engine's permissions and nobody else's.
+    pub nats_user: String,
+    /// File holding that user's password (one line), so that the password
+    /// lives in a secret file rather than in this configuration. The
+    /// environment variable `CASHBACK_NATS_PASSWORD` is the other way.
+    pub nats_password_file: String,
+    /// The password itself: only from `CASHBACK_NATS_PASSWORD`, never from
+    /// the file (a secret has no place in a checked-in configuration).
+    #[serde(skip)]
+    pub nats_password: Secret,
+    /// Subject prefix of the engine's reply inboxes; empty: `_INBOX_<user>`
+    /// with a user, else NATS's `_INBOX`. Per-user inboxes let the broker
+    /// keep each role from reading the replies meant for another.
+    pub nats_inbox_prefix: String,
+    /// PEM file of the CA(s) that sign the NATS server's certificate (TLS).
+    pub nats_tls_ca: String,
+    /// PEM client certificate, when the server asks for one (mutual TLS).
+    pub nats_tls_cert: String,
+    /// PEM private key of `nats_tls_cert`.
+    pub nats_tls_key: String,
+    /// Refuse to talk to NATS without TLS.
+    pub nats_tls_required: bool,
+    /// Largest authorization body; longer ones are rejected unparsed.
+    pub max_authorization_bytes: usize,
+    /// Most reversals waiting for their payment on one card.
+    pub max_parked_per_card: usize,
+    /// Most reversals waiting for their payment in the whole engine.
+    pub max_parked_total: usize,
     /// Award periods.
     pub periods: Vec<AwardPeriod>,
 }
@@ -76,6 +107,17 @@ impl Default for Config {
             data_dir: "data".into(),
             embedded_nats_port: 4222,
             nats_server_bin: String::new(),
+            nats_user: String::new(),
+            nats_password_file: String::new(),
+            nats_password: Secret::default(),
+            nats_inbox_prefix: String::new(),
+            nats_tls_ca: String::new(),
+            nats_tls_cert: String::new(),
+            nats_tls_key: String::new(),
+            nats_tls_required: false,
+            max_authorization_bytes: DEFAULT_MAX_AUTHORIZATION_BYTES,
+            max_parked_per_card: ParkingLimits::DEFAULT_PER_CARD,
+            max_parked_total: ParkingLimits::DEFAULT_TOTAL,
             periods: Vec::new(),
         }
     }
@@ -115,7 +157,45 @@ impl Config {
         if let Some(v) = var("CASHBACK_SHARDS") {
             self.shards = v.parse().context("CASHBACK_SHARDS must be a number")?;
         }
+        let env = NatsClientOptions::from_vars(&var)?;
+        let set = |field: &mut String, value: String| {
+            if !value.is_empty() {
+                *field = value;
+            }
+        };
+        set(&mut self.nats_user, env.user);
+        set(&mut self.nats_password.0, env.password.0);
+        set(&mut self.nats_password_file, env.password_file);
+        set(&mut self.nats_inbox_prefix, env.inbox_prefix);
+        set(&mut self.nats_tls_ca, env.tls_ca);
+        set(&mut self.nats_tls_cert, env.tls_cert);
+        set(&mut self.nats_tls_key, env.tls_key);
+        if var("CASHBACK_NATS_TLS_REQUIRED").is_some() {
+            self.nats_tls_required = env.tls_required;
+        }
         Ok(())
+    }
+
+    /// How the engine connects to NATS, from the `nats_*` keys.
+    pub fn nats_client(&self) -> NatsClientOptions {
+        NatsClientOptions {
+            user: self.nats_user.clone(),
+            password: self.nats_password.clone(),
+            password_file: self.nats_password_file.clone(),
+            inbox_prefix: self.nats_inbox_prefix.clone(),
+            tls_ca: self.nats_tls_ca.clone(),
+            tls_cert: self.nats_tls_cert.clone(),
+            tls_key: self.nats_tls_key.clone(),
+            tls_required: self.nats_tls_required,
+        }
+    }
+
+    /// The bounds on reversals waiting for their payment.
+    pub fn parking_limits(&self) -> ParkingLimits {
+        ParkingLimits {
+            per_card: self.max_parked_per_card,
+            total: self.max_parked_total,
+        }
     }
 
     /// Refuses configurations that cannot work, with a clear reason.
@@ -128,6 +208,12 @@ impl Config {
         }
         if self.batch_size == 0 {
             bail!("batch_size must be positive");
+        }
+        if self.max_authorization_bytes < 512 {
+            bail!("max_authorization_bytes must be at least 512 (a valid authorization is about 300 bytes)");
+        }
+        if self.nats_tls_cert.is_empty() != self.nats_tls_key.is_empty() {
+            bail!("nats_tls_cert and nats_tls_key go together");
         }
         if self.subject_prefix.is_empty()
             || self.subject_prefix.contains(['*', '>', ' '])
@@ -147,6 +233,180 @@ impl Config {
         }
         Periods::new(self.periods.clone()).map_err(|e| anyhow::anyhow!(e))
     }
+}
+
+/// A secret string whose `Debug` never shows it, so that printing a
+/// configuration cannot leak a password into a log.
+#[derive(Clone, Default, PartialEq, Eq)]
+pub struct Secret(pub String);
+
+impl std::fmt::Debug for Secret {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str(if self.0.is_empty() { "\"\"" } else { "\"***\"" })
+    }
+}
+
+/// How a process of this binary connects to NATS: credentials, reply inbox
+/// prefix and TLS. `serve` takes it from its configuration; the client
+/// commands (`import`, `awards`), which have no configuration file, from the
+/// same `CASHBACK_NATS_*` environment variables and from `user:password@`
+/// in the URL.
+#[derive(Clone, Debug, Default)]
+pub struct NatsClientOptions {
+    /// User name (empty: none).
+    pub user: String,
+    /// Its password (from the environment or the URL).
+    pub password: Secret,
+    /// A file holding the password, read at connect time.
+    pub password_file: String,
+    /// Reply inbox prefix; empty: `_INBOX_<user>` with a user, else `_INBOX`.
+    pub inbox_prefix: String,
+    /// PEM CA file that signs the server's certificate.
+    pub tls_ca: String,
+    /// PEM client certificate (mutual TLS).
+    pub tls_cert: String,
+    /// PEM key of the client certificate.
+    pub tls_key: String,
+    /// Refuse plain connections.
+    pub tls_required: bool,
+}
+
+impl NatsClientOptions {
+    /// From `CASHBACK_NATS_USER`, `CASHBACK_NATS_PASSWORD`,
+    /// `CASHBACK_NATS_PASSWORD_FILE`, `CASHBACK_NATS_INBOX_PREFIX`,
+    /// `CASHBACK_NATS_TLS_CA`, `CASHBACK_NATS_TLS_CERT`,
+    /// `CASHBACK_NATS_TLS_KEY` and `CASHBACK_NATS_TLS_REQUIRED`.
+    pub fn from_env() -> Result<NatsClientOptions> {
+        Self::from_vars(&|k: &str| std::env::var(k).ok())
+    }
+
+    fn from_vars(var: &impl Fn(&str) -> Option<String>) -> Result<NatsClientOptions> {
+        let get = |k: &str| var(k).unwrap_or_default();
+        let tls_required = match var("CASHBACK_NATS_TLS_REQUIRED").as_deref() {
+            None | Some("") | Some("0") | Some("false") => false,
+            Some("1") | Some("true") => true,
+            Some(other) => bail!("CASHBACK_NATS_TLS_REQUIRED must be true or false, not {other}"),
+        };
+        Ok(NatsClientOptions {
+            user: get("CASHBACK_NATS_USER"),
+            password: Secret(get("CASHBACK_NATS_PASSWORD")),
+            password_file: get("CASHBACK_NATS_PASSWORD_FILE"),
+            inbox_prefix: get("CASHBACK_NATS_INBOX_PREFIX"),
+            tls_ca: get("CASHBACK_NATS_TLS_CA"),
+            tls_cert: get("CASHBACK_NATS_TLS_CERT"),
+            tls_key: get("CASHBACK_NATS_TLS_KEY"),
+            tls_required,
+        })
+    }
+
+    /// Applies these options to `options` for connecting to `url`. Returns
+    /// the URL without any `user:password@` (async-nats ignores credentials
+    /// in a URL, and a URL with a password must not be printed), with those
+    /// credentials used when no user is configured.
+    pub fn apply(
+        &self,
+        url: &str,
+        mut options: async_nats::ConnectOptions,
+    ) -> Result<(String, async_nats::ConnectOptions)> {
+        let (url, from_url) = split_credentials(url);
+        let (mut user, mut password) = (self.user.clone(), self.password.0.clone());
+        if user.is_empty() {
+            if let Some((u, p)) = from_url {
+                (user, password) = (u, p);
+            }
+        }
+        if !self.password_file.is_empty() {
+            let text = std::fs::read_to_string(&self.password_file).with_context(|| {
+                format!("cannot read the NATS password file {}", self.password_file)
+            })?;
+            password = text.trim_end_matches(['\r', '\n']).to_owned();
+        }
+        if !user.is_empty() {
+            options = options.user_and_password(user.clone(), password);
+        }
+        let inbox = if !self.inbox_prefix.is_empty() {
+            self.inbox_prefix.clone()
+        } else if !user.is_empty() {
+            format!("_INBOX_{user}")
+        } else {
+            String::new()
+        };
+        if !inbox.is_empty() {
+            options = options.custom_inbox_prefix(inbox);
+        }
+        if !self.tls_ca.is_empty() {
+            options = options.add_root_certificates(PathBuf::from(&self.tls_ca));
+        }
+        if !self.tls_cert.is_empty() {
+            options = options.add_client_certificate(
+                PathBuf::from(&self.tls_cert),
+                PathBuf::from(&self.tls_key),
+            );
+        }
+        if self.tls_required {
+            options = options.require_tls(true);
+        }
+        Ok((url, options))
+    }
+
+    /// Connects to `url` with `options` plus these.
+    pub async fn connect(
+        &self,
+        url: &str,
+        options: async_nats::ConnectOptions,
+    ) -> Result<async_nats::Client> {
+        let (url, options) = self.apply(url, options)?;
+        options
+            .connect(url.as_str())
+            .await
+            .with_context(|| format!("cannot connect to NATS at {url}"))
+    }
+}
+
+/// Splits `user:password@` off every server of a (comma-separated) NATS URL;
+/// returns the URL without them and the first credentials found, with
+/// `%XX` escapes decoded.
+pub fn split_credentials(url: &str) -> (String, Option<(String, String)>) {
+    let mut found = None;
+    let servers: Vec<String> = url
+        .split(',')
+        .map(|server| {
+            let (scheme, rest) = match server.find("://") {
+                Some(i) => server.split_at(i + 3),
+                None => ("", server),
+            };
+            let authority_end = rest.find('/').unwrap_or(rest.len());
+            match rest[..authority_end].rfind('@') {
+                Some(at) => {
+                    let userinfo = &rest[..at];
+                    let (u, p) = userinfo.split_once(':').unwrap_or((userinfo, ""));
+                    found.get_or_insert((percent_decode(u), percent_decode(p)));
+                    format!("{scheme}{}", &rest[at + 1..])
+                }
+                None => server.to_owned(),
+            }
+        })
+        .collect();
+    (servers.join(","), found)
+}
+
+fn percent_decode(text: &str) -> String {
+    let b = text.as_bytes();
+    let mut out = Vec::with_capacity(b.len());
+    let mut i = 0;
+    while i < b.len() {
+        let hex = |c: u8| (c as char).to_digit(16);
+        if b[i] == b'%' && i + 2 < b.len() {
+            if let (Some(h), Some(l)) = (hex(b[i + 1]), hex(b[i + 2])) {
+                out.push((h * 16 + l) as u8);
+                i += 3;
+                continue;
+            }
+        }
+        out.push(b[i]);
+        i += 1;
+    }
+    String::from_utf8_lossy(&out).into_owned()
 }
 
 #[cfg(test)]
@@ -174,6 +434,34 @@ mod tests {
             .unwrap();
         assert_eq!(c.nats_url, "nats://x:1");
         c.check().unwrap();
+    }
+
+    #[test]
+    fn credentials_come_from_the_environment_or_the_url_and_never_print() {
+        let mut c: Config = toml::from_str(DEFAULT_TOML).unwrap();
+        c.apply_env(|k| match k {
+            "CASHBACK_NATS_USER" => Some("engine".into()),
+            "CASHBACK_NATS_PASSWORD" => Some("s3cret".into()),
+            "CASHBACK_NATS_TLS_REQUIRED" => Some("true".into()),
+            _ => None,
+        })
+        .unwrap();
+        assert_eq!(c.nats_user, "engine");
+        assert_eq!(c.nats_password.0, "s3cret");
+        assert!(c.nats_tls_required);
+        assert!(!format!("{c:?}").contains("s3cret"));
+        assert!(toml::from_str::<Config>("nats_password = \"x\"").is_err());
+        assert_eq!(
+            split_credentials("nats://app:p%40ss@127.0.0.1:4222,nats://h2:1"),
+            (
+                "nats://127.0.0.1:4222,nats://h2:1".to_owned(),
+                Some(("app".to_owned(), "p@ss".to_owned()))
+            )
+        );
+        assert_eq!(
+            split_credentials("nats://127.0.0.1:4222"),
+            ("nats://127.0.0.1:4222".to_owned(), None)
+        );
     }
 
     #[test]

@@ -312,9 +312,12 @@ impl Pipeline {
             }
         };
         loop {
+            // A copy, not a clone: the received bytes may share one large
+            // read buffer with other messages, which a reversal kept for
+            // weeks would pin in memory.
             let origin = || Origin {
                 subject: subject.into(),
-                payload: payload.clone(),
+                payload: Bytes::copy_from_slice(payload),
             };
             match self.router.route(at, &auth, origin) {
                 Routed::Reject(rejection) => {
@@ -356,7 +359,10 @@ impl Pipeline {
                 outcome
             }
             Err(e) => {
-                tracing::error!(error = %e.message, "unreadable enrollment journal entry skipped");
+                // The detail may quote the entry (a citizen id, an IBAN):
+                // debug level only; the code says enough at error level.
+                tracing::error!(code = e.code, "unreadable enrollment journal entry skipped");
+                tracing::debug!(error = %e.message, "unreadable enrollment journal entry");
                 Err(e)
             }
         };
@@ -450,8 +456,7 @@ impl Pipeline {
                 .increment(report.payments);
             metrics::counter!("cashback_authorizations_total", "outcome" => "reversal_applied")
                 .increment(report.reversals_applied);
-            metrics::counter!("cashback_reversals_parked_total")
-                .increment(report.reversals_parked);
+            metrics::counter!("cashback_reversals_parked_total").increment(report.reversals_parked);
             for late in report.rejections {
                 self.publish_late(late).await;
             }

@@ -132,10 +132,10 @@ fn entry(msg: jetstream::Message, decoder: &Decoder, subjects: &Subjects) -> Res
     };
     drop(info);
     let msg = msg.split().0;
-    Ok(if subjects.is_auth(&msg.subject) {
+    Ok(if let Some(acquirer) = subjects.auth_token(&msg.subject) {
         Entry::Auth {
             at,
-            decoded: decoder.decode(&msg.payload, at.broker_time),
+            decoded: decoder.decode_on(acquirer, &msg.payload, at.broker_time),
             subject: msg.subject,
             payload: msg.payload,
         }

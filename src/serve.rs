@@ -86,7 +86,12 @@ async fn serve(config: Config, options: ServeOptions) -> Result<()> {
     };
 
     let events = progress.clone();
-    let client = async_nats::ConnectOptions::new()
+    // Credentials, inbox prefix and TLS from the configuration; `url` loses
+    // any `user:password@`, so printing it below leaks nothing.
+    let (url, connect_options) = config
+        .nats_client()
+        .apply(&url, async_nats::ConnectOptions::new())?;
+    let client = connect_options
         .name("cashback-engine")
         .retry_on_initial_connect()
         .event_callback(move |event| {
@@ -152,17 +157,20 @@ async fn serve(config: Config, options: ServeOptions) -> Result<()> {
     let waiters = Arc::new(Waiters::default());
     let decoder = Decoder {
         fault_injection: std::env::var("CASHBACK_FAULT_INJECTION").is_ok_and(|v| v == "1"),
+        max_payload_bytes: config.max_authorization_bytes,
     };
     if decoder.fault_injection {
         tracing::warn!("fault injection is ON (CASHBACK_FAULT_INJECTION=1): test use only");
     }
-    let router = restored.router.unwrap_or_else(|| {
+    let mut router = restored.router.unwrap_or_else(|| {
         Router::new(
             config.partitions,
             periods.clone(),
             config.reversal_park_days,
         )
     });
+    // Configuration, not state: a restored router gets them too.
+    router.set_parking_limits(config.parking_limits());
     let mut pipeline = Pipeline::new(
         decoder,
         router,

@@ -99,14 +99,32 @@ pub struct Authorization {
 /// between terminals and the broker); RULES.md rule 7.
 pub const MAX_FUTURE_SECS: i64 = 300;
 
+/// Default largest authorization body, in bytes. A valid authorization is a
+/// few hundred bytes; every field at its longest, as raw UTF-8, stays under
+/// 8 KiB. The limit bounds what one message can make the engine parse and,
+/// for a parked reversal, keep.
+pub const DEFAULT_MAX_AUTHORIZATION_BYTES: usize = 16 * 1024;
+
 /// Decodes authorizations. Holds only options; cheap to copy.
-#[derive(Clone, Copy, Debug, Default)]
+#[derive(Clone, Copy, Debug)]
 pub struct Decoder {
     /// When true, a `terminal_id` of `FAULT-ONCE` makes the shard panic on the
     /// message once and `FAULT-ALWAYS` every time: how tests prove that
     /// supervision rebuilds a shard and sets poison messages aside. Off in
     /// production.
     pub fault_injection: bool,
+    /// Bodies longer than this are refused before any parsing, so that no
+    /// message can make the decoder (or a parked reversal) hold more.
+    pub max_payload_bytes: usize,
+}
+
+impl Default for Decoder {
+    fn default() -> Decoder {
+        Decoder {
+            fault_injection: false,
+            max_payload_bytes: DEFAULT_MAX_AUTHORIZATION_BYTES,
+        }
+    }
 }
 
 /// One JSON value of a field, whatever its type, so that a wrong type is
@@ -280,16 +298,51 @@ fn hash_parts(parts: &[&str]) -> Xxh3 {
 }
 
 impl Decoder {
-    /// Decodes and checks one message in the order of RULES.md: `malformed`,
-    /// `invalid_field` (including a `trx_date` more than five minutes after
-    /// `received`, the broker's receive time), `unsupported_operation`,
+    /// Decodes and checks one message published on
+    /// `<prefix>.auth.<subject_acquirer>`, in the order of RULES.md:
+    /// `malformed`, `invalid_field` (including a body longer than
+    /// `max_payload_bytes`, an `acquirer_code` that differs from the subject's
+    /// token, and a `trx_date` more than five minutes after `received`, the
+    /// broker's receive time), `unsupported_operation`,
     /// `unsupported_currency`, `excluded_mcc`.
+    ///
+    /// The subject check is what keeps a payment network, which may publish
+    /// only on its own subject, from forging another acquirer's payments.
+    pub fn decode_on(
+        &self,
+        subject_acquirer: &str,
+        payload: &[u8],
+        received: Timestamp,
+    ) -> Result<Authorization, Rejection> {
+        self.decode_checked(Some(subject_acquirer), payload, received)
+    }
+
+    /// Decodes and checks one message whose subject is not known (tools,
+    /// benchmarks): as `decode_on`, without the subject check.
     pub fn decode(&self, payload: &[u8], received: Timestamp) -> Result<Authorization, Rejection> {
+        self.decode_checked(None, payload, received)
+    }
+
+    fn decode_checked(
+        &self,
+        subject_acquirer: Option<&str>,
+        payload: &[u8],
+        received: Timestamp,
+    ) -> Result<Authorization, Rejection> {
+        if payload.len() > self.max_payload_bytes {
+            return Err(oversize(payload, self.max_payload_bytes));
+        }
         let wire: Wire = match serde_json::from_slice(payload) {
             Ok(w) => w,
             Err(e) => return Err(classify_decode_error(payload, e)),
         };
         let acquirer_code = required("acquirer_code", &wire.acquirer_code, 1, 20)?;
+        if subject_acquirer.is_some_and(|token| token != acquirer_code) {
+            return Err(invalid(
+                "acquirer_code",
+                "differs from the acquirer token of the subject it was published on",
+            ));
+        }
         let operation_type = digits("operation_type", &wire.operation_type, &[2])?;
         let circuit_type = digits("circuit_type", &wire.circuit_type, &[2])?;
         let circuit: u8 = circuit_type.parse().unwrap_or(u8::MAX);
@@ -399,6 +452,24 @@ impl Decoder {
             correlation_key,
             injected_panics,
         })
+    }
+}
+
+/// The rejection of a body over the size limit, decided without parsing it:
+/// `invalid_field` when it starts like a JSON object, else `malformed`.
+fn oversize(payload: &[u8], limit: usize) -> Rejection {
+    let looks_like_object = payload
+        .iter()
+        .find(|c| !c.is_ascii_whitespace())
+        .is_some_and(|c| *c == b'{');
+    let why = format!(
+        "{} bytes, more than the {limit} an authorization may have",
+        payload.len()
+    );
+    if looks_like_object {
+        invalid("message", why)
+    } else {
+        Rejection::new(Reason::Malformed, format!("not a JSON object: {why}"))
     }
 }
 
@@ -596,6 +667,51 @@ pub(crate) mod tests {
                 .reason,
             Reason::InvalidField
         );
+    }
+
+    #[test]
+    fn the_subject_token_must_be_the_acquirer_code() {
+        let body = sample().to_string();
+        let d = Decoder::default();
+        assert!(d.decode_on("32875", body.as_bytes(), received()).is_ok());
+        let forged = d
+            .decode_on("11111", body.as_bytes(), received())
+            .unwrap_err();
+        assert_eq!(forged.reason, Reason::InvalidField);
+        assert!(forged.message.starts_with("acquirer_code"), "{forged:?}");
+        // Before unsupported_currency, as every invalid_field.
+        let mut v = sample();
+        v["currency"] = json!("840");
+        assert_eq!(
+            d.decode_on("1", v.to_string().as_bytes(), received())
+                .unwrap_err()
+                .reason,
+            Reason::InvalidField
+        );
+        // A prefix of the code is not the code.
+        assert!(d.decode_on("3287", body.as_bytes(), received()).is_err());
+        assert!(d.decode_on("32875.x", body.as_bytes(), received()).is_err());
+    }
+
+    #[test]
+    fn an_oversize_body_is_refused_before_parsing() {
+        let d = Decoder {
+            max_payload_bytes: 1000,
+            ..Decoder::default()
+        };
+        let mut v = sample();
+        v["padding"] = json!("x".repeat(1000));
+        let r = d.decode(v.to_string().as_bytes(), received()).unwrap_err();
+        assert_eq!(r.reason, Reason::InvalidField, "{r:?}");
+        let r = d.decode(&[b'x'; 1001], received()).unwrap_err();
+        assert_eq!(r.reason, Reason::Malformed, "{r:?}");
+        // At the limit it is decoded as usual.
+        let body = sample().to_string();
+        let exact = Decoder {
+            max_payload_bytes: body.len(),
+            ..Decoder::default()
+        };
+        assert!(exact.decode(body.as_bytes(), received()).is_ok());
     }
 
     #[test]

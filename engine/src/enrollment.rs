@@ -185,8 +185,22 @@ pub fn make_iban(country: &str, bban: &str) -> String {
     format!("{country}{:02}{bban}", 98 - rem)
 }
 
+/// Largest enrollment request body, in bytes. A valid request is under 300
+/// bytes; the bound keeps any request from making the engine parse, or
+/// journal, more.
+pub const MAX_REQUEST_BYTES: usize = 4096;
+
 /// Applies the stateless checks of PROTOCOL.md section 2 to a request body.
 pub fn parse_request(kind: EnrollKind, body: &[u8]) -> Result<EnrollCommand, EnrollError> {
+    if body.len() > MAX_REQUEST_BYTES {
+        return Err(EnrollError::new(
+            "bad_request",
+            format!(
+                "the request has {} bytes, more than {MAX_REQUEST_BYTES}",
+                body.len()
+            ),
+        ));
+    }
     let value: Value = serde_json::from_slice(body)
         .map_err(|e| EnrollError::new("bad_request", format!("not JSON: {e}")))?;
     let obj = value

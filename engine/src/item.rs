@@ -92,6 +92,10 @@ pub struct ReversalItem {
     pub withdrawn: SmallVec<[CitizenIdx; 1]>,
     /// Test hook, as for payments.
     pub injected_panics: u8,
+    /// How many reversals the card may already have waiting for this one to
+    /// wait too (0 when the engine-wide bound is reached); beyond it the
+    /// reversal is `unmatched_reversal` at once (see `ParkingLimits`).
+    pub park_room: usize,
 }
 
 /// A change to a citizen's count and cashback decided in another partition

@@ -465,9 +465,24 @@ impl Ledger {
 
     fn reverse(&mut self, item: &ReversalItem, report: &mut Report) {
         let r = &item.reversal;
-        let verdict = match self.cards.get(&item.hpan) {
+        let book = self.cards.get(&item.hpan);
+        let verdict = match book {
             Some(book) => self.decide(book, r, r.broker_time, &item.withdrawn),
             None => Verdict::Park,
+        };
+        let waiting = book.map_or(0, |b| b.parked.len());
+        let verdict = match verdict {
+            Verdict::Park if waiting >= item.park_room => Verdict::Reject(Rejection::new(
+                Reason::UnmatchedReversal,
+                if item.park_room == 0 {
+                    "no payment matched the reversal, and the engine's limit of waiting reversals is reached".to_owned()
+                } else {
+                    format!(
+                            "no payment matched the reversal, and the card already has {waiting} reversals waiting (the limit)"
+                        )
+                },
+            )),
+            verdict => verdict,
         };
         self.commit_verdict(&item.hpan, r.clone(), verdict, report);
     }

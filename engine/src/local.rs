@@ -41,7 +41,8 @@ impl LocalEngine {
     /// Applies one authorization message.
     pub fn authorization(&mut self, at: Position, subject: &str, payload: &[u8]) {
         self.advance(at);
-        let auth = match self.decoder.decode(payload, at.broker_time) {
+        let token = subject.rsplit_once(".auth.").map_or(subject, |(_, t)| t);
+        let auth = match self.decoder.decode_on(token, payload, at.broker_time) {
             Ok(a) => a,
             Err(r) => return self.rejections.push((at.seq, r)),
         };
@@ -49,7 +50,13 @@ impl LocalEngine {
             subject: subject.into(),
             payload: Bytes::copy_from_slice(payload),
         };
-        match self.router.route(at, &auth, origin) {
+        let mut routed = self.router.route(at, &auth, &origin);
+        if let Routed::Wait = routed {
+            // Asked at the engine-wide parking bound: a local engine has
+            // always settled everything, so route it again at once.
+            routed = self.router.route(at, &auth, &origin);
+        }
+        match routed {
             Routed::Reject(r) => self.rejections.push((at.seq, r)),
             Routed::Forward(p, item) => self.deliver(vec![(p, item)]),
             Routed::ParkedHere => {}

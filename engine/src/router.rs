@@ -51,6 +51,39 @@ pub enum Routed {
     Wait,
 }
 
+/// Bounds on reversals waiting for their payment, so that a flood of
+/// reversals that match nothing cannot make the engine grow without limit.
+/// Beyond a bound a reversal that would wait is rejected `unmatched_reversal`
+/// at once. Both bounds are decided in log order, so a replay decides alike.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub struct ParkingLimits {
+    /// Most reversals waiting on one card. A reversal waits on its card, not
+    /// yet on a citizen: it reaches a citizen only through the payment it
+    /// matches, so the card is the unit a flood "for one citizen" fills.
+    pub per_card: usize,
+    /// Most reversals waiting in the whole engine, orphans included: the
+    /// bound on memory (each keeps its original message).
+    pub total: usize,
+}
+
+impl ParkingLimits {
+    /// 100 per card: a card with that many refunds ahead of their payments is
+    /// not a real card.
+    pub const DEFAULT_PER_CARD: usize = 100;
+    /// 200,000 in all: about 60 MB of typical reversals, at most 3.3 GB at
+    /// the 16 KiB message limit.
+    pub const DEFAULT_TOTAL: usize = 200_000;
+}
+
+impl Default for ParkingLimits {
+    fn default() -> ParkingLimits {
+        ParkingLimits {
+            per_card: Self::DEFAULT_PER_CARD,
+            total: Self::DEFAULT_TOTAL,
+        }
+    }
+}
+
 /// The sequential router.
 #[derive(Debug, serde::Serialize, serde::Deserialize)]
 pub struct Router {
@@ -84,6 +117,15 @@ pub struct Router {
     /// Broker time of the message being processed: the clock for expiring
     /// parked reversals (RULES.md: "a processed message's broker time").
     now: Timestamp,
+    /// Bounds on waiting reversals (configuration, not state).
+    #[serde(skip)]
+    limits: ParkingLimits,
+    /// The key of the reversal for which `route` last answered `Wait`
+    /// because the engine-wide bound might be reached: when it comes back,
+    /// the caller has settled everything, so the count of waiting reversals
+    /// is exact and the bound can be decided as in a one-at-a-time replay.
+    #[serde(skip)]
+    settled_for: Option<u128>,
 }
 
 impl Router {
@@ -101,7 +143,27 @@ impl Router {
             acquirers: FastMap::default(),
             parked_expiry: BTreeSet::new(),
             now: Timestamp::default(),
+            limits: ParkingLimits::default(),
+            settled_for: None,
         }
+    }
+
+    /// Sets the bounds on waiting reversals (also after a restore: they are
+    /// configuration, not state).
+    pub fn set_parking_limits(&mut self, limits: ParkingLimits) {
+        self.limits = limits;
+    }
+
+    /// The same, builder style.
+    pub fn with_parking_limits(mut self, limits: ParkingLimits) -> Router {
+        self.limits = limits;
+        self
+    }
+
+    /// Reversals waiting for their payment, here and in every partition, as
+    /// far as the partitions have reported.
+    pub fn waiting_reversals(&self) -> usize {
+        self.parked.len() + self.orphan_expiry.len()
     }
 
     /// Makes a router loaded from a snapshot whole: configuration and
@@ -214,7 +276,7 @@ impl Router {
         }
         match auth.operation {
             Operation::Payment => self.route_payment(at, auth),
-            Operation::Reversal => self.route_reversal(at, auth, origin()),
+            Operation::Reversal => self.route_reversal(at, auth, origin),
         }
     }
 
@@ -298,7 +360,58 @@ impl Router {
         )
     }
 
-    fn route_reversal(&mut self, at: Position, auth: &Authorization, origin: Origin) -> Routed {
+    /// Whether one more reversal may wait, engine-wide; `None`: cannot tell
+    /// yet (answer `Wait`). While the partitions' reports are outstanding
+    /// the router's count is an upper bound (reversals in flight may park;
+    /// payments in flight may release parked ones), so below the bound the
+    /// answer is certain. At the bound the caller settles everything first
+    /// and the count is exact, as in a one-at-a-time replay.
+    fn room_to_park(&mut self, key: u128) -> Option<bool> {
+        let waiting = self.waiting_reversals();
+        let settled = self.settled_for.take() == Some(key);
+        if waiting + self.in_flight.len() < self.limits.total {
+            return Some(true);
+        }
+        if settled {
+            return Some(waiting < self.limits.total);
+        }
+        self.settled_for = Some(key);
+        None
+    }
+
+    fn too_many_waiting(&self, what: &str) -> Routed {
+        Routed::Reject(Rejection::new(
+            Reason::UnmatchedReversal,
+            format!("no payment matched the reversal, and {what}"),
+        ))
+    }
+
+    fn route_reversal(
+        &mut self,
+        at: Position,
+        auth: &Authorization,
+        origin: impl FnOnce() -> Origin,
+    ) -> Routed {
+        let Some(room) = self.room_to_park(auth.dedup_key) else {
+            return Routed::Wait;
+        };
+        let known_card = self.directory.card(&auth.hpan).is_some();
+        if !known_card {
+            let waiting_on_card = self.orphans.get(&auth.hpan).map_or(0, Vec::len);
+            if waiting_on_card >= self.limits.per_card {
+                return self.too_many_waiting(&format!(
+                    "the card already has {} reversals waiting (the limit)",
+                    self.limits.per_card
+                ));
+            }
+            if !room {
+                return self.too_many_waiting(&format!(
+                    "{} reversals are already waiting (the limit)",
+                    self.limits.total
+                ));
+            }
+        }
+        let origin = origin();
         let reversal = Reversal {
             seq: at.seq,
             broker_time: at.broker_time,
@@ -328,6 +441,7 @@ impl Router {
                 hpan: auth.hpan,
                 withdrawn: self.withdrawn_owners(&auth.hpan),
                 injected_panics: auth.injected_panics,
+                park_room: if room { self.limits.per_card } else { 0 },
             }),
         )
     }

@@ -128,9 +128,17 @@ mod tests {
                 "a".repeat(64)
             )
         };
-        a.authorization(at(3), "s", pay("p1", 1000, "00", "K1").as_bytes());
-        a.authorization(at(4), "s", pay("r2", 500, "01", "K2").as_bytes()); // parked
-                                                                            // Snapshot a, restore into b.
+        a.authorization(
+            at(3),
+            "cashback.auth.1",
+            pay("p1", 1000, "00", "K1").as_bytes(),
+        );
+        a.authorization(
+            at(4),
+            "cashback.auth.1",
+            pay("r2", 500, "01", "K2").as_bytes(),
+        ); // parked
+           // Snapshot a, restore into b.
         let fp = fingerprint(&periods, 8, 30);
         let snap = Snapshot {
             header: Header {
@@ -155,9 +163,21 @@ mod tests {
         }
         // The same messages now decide the same way in both.
         for e in [&mut a, &mut b] {
-            e.authorization(at(5), "s", pay("p1", 1000, "00", "K1").as_bytes()); // duplicate
-            e.authorization(at(6), "s", pay("p2", 800, "00", "K2").as_bytes()); // releases r2
-            e.authorization(at(7), "s", pay("r2", 500, "01", "K2").as_bytes()); // duplicate
+            e.authorization(
+                at(5),
+                "cashback.auth.1",
+                pay("p1", 1000, "00", "K1").as_bytes(),
+            ); // duplicate
+            e.authorization(
+                at(6),
+                "cashback.auth.1",
+                pay("p2", 800, "00", "K2").as_bytes(),
+            ); // releases r2
+            e.authorization(
+                at(7),
+                "cashback.auth.1",
+                pay("r2", 500, "01", "K2").as_bytes(),
+            ); // duplicate
         }
         assert_eq!(a.rejections, b.rejections);
         assert_eq!(a.standing("c", "P"), b.standing("c", "P"));

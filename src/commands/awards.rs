@@ -22,15 +22,16 @@ pub async fn run(
     out: &Path,
     provisional: bool,
 ) -> Result<u64> {
-    let client = async_nats::connect(url)
-        .await
-        .with_context(|| format!("cannot connect to NATS at {url}"))?;
+    let client = crate::config::NatsClientOptions::from_env()?
+        .connect(url, async_nats::ConnectOptions::new())
+        .await?;
     let subject = format!("{prefix}.query.awards");
     let mut file = std::io::BufWriter::new(
         std::fs::File::create(out).with_context(|| format!("cannot create {}", out.display()))?,
     );
     writeln!(file, "{HEADER}")?;
     let mut offset = 0u64;
+    let mut first_total = None;
     loop {
         let body = json!({"award_period": period, "offset": offset, "limit": MAX_PAGE});
         let reply = tokio::time::timeout(
@@ -45,11 +46,24 @@ pub async fn run(
             bail!("the engine refused: {}", value["error"]);
         }
         let page: AwardsReply = serde_json::from_value(value)?;
+        // Pages are positions in a live ranking: if it changed between two
+        // pages (a withdrawal), rows would be missed or repeated.
+        let total = *first_total.get_or_insert(page.total);
+        if page.total != total {
+            drop(file);
+            let _ = std::fs::remove_file(out);
+            bail!(
+                "the ranking of {period} changed while the file was written \
+                 ({total} then {} ranked); run the command again",
+                page.total
+            );
+        }
         if offset == 0 && !page.closed && !provisional {
             drop(file);
             let _ = std::fs::remove_file(out);
             bail!(
-                "award period {period} still accepts data; its file would not be final \
+                "award period {period} still accepts data, or the engine has not applied \
+                 everything received yet; its file would not be final \
                  (use --provisional for a provisional file)"
             );
         }

@@ -45,6 +45,14 @@ impl Subjects {
             .is_some_and(|rest| rest.starts_with(".auth."))
     }
 
+    /// The acquirer token of an authorization subject (what follows
+    /// `cashback.auth.`), which must equal the body's `acquirer_code`.
+    pub fn auth_token<'s>(&self, subject: &'s str) -> Option<&'s str> {
+        subject
+            .strip_prefix(self.prefix.as_str())?
+            .strip_prefix(".auth.")
+    }
+
     /// Whether `subject` is the enrollment journal.
     pub fn is_journal(&self, subject: &str) -> bool {
         subject
@@ -108,6 +116,8 @@ mod tests {
         let s = Subjects::new("cashback");
         assert!(s.is_auth("cashback.auth.32875"));
         assert!(!s.is_auth("cashbackx.auth.1"));
+        assert_eq!(s.auth_token("cashback.auth.32875"), Some("32875"));
+        assert_eq!(s.auth_token("cashbackx.auth.1"), None);
         assert!(s.is_journal(&s.journal()));
         assert_eq!(
             s.enroll_kind("cashback.enroll.card_remove"),

@@ -360,3 +360,176 @@ pub async fn drain(sub: &mut async_nats::Subscriber, quiet: Duration) -> Vec<Val
     }
     out
 }
+
+/// A nats-server started from a configuration file (for instance
+/// `config/nats-server.conf`), on a free loopback port, with its store in a
+/// temporary folder and extra environment (the passwords the file reads).
+/// Killed on drop.
+pub struct ConfiguredNats {
+    /// The process.
+    child: Child,
+    /// Its client port on 127.0.0.1.
+    pub port: u16,
+    /// Its log file.
+    pub log: PathBuf,
+}
+
+impl ConfiguredNats {
+    /// Starts `nats-server -c conf -a 127.0.0.1 -p <free port>` with `env`
+    /// and waits until the port accepts connections.
+    pub fn start(conf: &std::path::Path, log: PathBuf, env: &[(&str, &str)]) -> ConfiguredNats {
+        let bin = NatsServer::locate("").expect("nats-server: run `make install-nats`");
+        let port = NatsServer::free_port().unwrap();
+        let out = std::fs::File::create(&log).unwrap();
+        let child = Command::new(bin)
+            .arg("-c")
+            .arg(conf)
+            .args(["-a", "127.0.0.1", "-p"])
+            .arg(port.to_string())
+            .envs(env.iter().copied())
+            .stdin(Stdio::null())
+            .stdout(out.try_clone().unwrap())
+            .stderr(out)
+            .spawn()
+            .expect("start nats-server");
+        let mut server = ConfiguredNats { child, port, log };
+        let deadline = Instant::now() + Duration::from_secs(20);
+        while std::net::TcpStream::connect(("127.0.0.1", port)).is_err() {
+            if let Some(status) = server.child.try_wait().unwrap() {
+                panic!(
+                    "nats-server exited with {status}:\n{}",
+                    std::fs::read_to_string(&server.log).unwrap_or_default()
+                );
+            }
+            assert!(Instant::now() < deadline, "nats-server did not start");
+            std::thread::sleep(Duration::from_millis(50));
+        }
+        server
+    }
+
+    /// `nats://127.0.0.1:<port>`.
+    pub fn url(&self) -> String {
+        format!("nats://127.0.0.1:{}", self.port)
+    }
+}
+
+impl Drop for ConfiguredNats {
+    fn drop(&mut self) {
+        let _ = self.child.kill();
+        let _ = self.child.wait();
+    }
+}
+
+/// A `cashback serve` child with its own config, URL and environment,
+/// killed on drop; for tests whose broker is not the harness's.
+pub struct EngineProcess {
+    /// The process.
+    child: Option<Child>,
+    /// `/metrics` and `/health` port.
+    pub metrics_port: u16,
+    /// Its log file.
+    pub log: PathBuf,
+}
+
+impl EngineProcess {
+    /// Starts the engine and waits until `/health` says it replayed the log.
+    pub async fn start(
+        config: &std::path::Path,
+        url: &str,
+        env: &[(&str, &str)],
+        log: PathBuf,
+    ) -> EngineProcess {
+        let metrics_port = NatsServer::free_port().unwrap();
+        let out = std::fs::OpenOptions::new()
+            .create(true)
+            .append(true)
+            .open(&log)
+            .unwrap();
+        let child = Command::new(env!("CARGO_BIN_EXE_cashback"))
+            .args(["serve", "--config"])
+            .arg(config)
+            .args(["--nats-url", url])
+            .env(
+                "CASHBACK_METRICS_LISTEN",
+                format!("127.0.0.1:{metrics_port}"),
+            )
+            .env("CASHBACK_LOG", "info")
+            .envs(env.iter().copied())
+            .stdin(Stdio::null())
+            .stdout(out.try_clone().unwrap())
+            .stderr(out)
+            .spawn()
+            .expect("start engine");
+        let engine = EngineProcess {
+            child: Some(child),
+            metrics_port,
+            log,
+        };
+        let deadline = Instant::now() + Duration::from_secs(60);
+        while Instant::now() < deadline {
+            if let Some((_, body)) = http_get(metrics_port, "/health").await {
+                if serde_json::from_str::<Value>(&body).is_ok_and(|h| h["replayed"] == json!(true))
+                {
+                    return engine;
+                }
+            }
+            tokio::time::sleep(Duration::from_millis(100)).await;
+        }
+        panic!("engine did not become ready; log:\n{}", engine.log_text());
+    }
+
+    /// Stops it with SIGTERM (a clean shutdown, which stores a snapshot)
+    /// and returns its exit code.
+    pub fn stop(&mut self) -> Option<i32> {
+        let mut child = self.child.take()?;
+        unsafe {
+            libc::kill(child.id() as libc::pid_t, libc::SIGTERM);
+        }
+        child.wait().expect("wait engine").code()
+    }
+
+    /// Its log so far.
+    pub fn log_text(&self) -> String {
+        std::fs::read_to_string(&self.log).unwrap_or_default()
+    }
+
+    /// Waits until it has applied at least `seq`.
+    pub async fn applied(&self, seq: u64) {
+        let deadline = Instant::now() + Duration::from_secs(60);
+        while Instant::now() < deadline {
+            if let Some((_, body)) = http_get(self.metrics_port, "/health").await {
+                let h: Value = serde_json::from_str(&body).unwrap_or_default();
+                if h["applied_seq"].as_u64().unwrap_or(0) >= seq {
+                    return;
+                }
+            }
+            tokio::time::sleep(Duration::from_millis(20)).await;
+        }
+        panic!("engine did not apply {seq}; log:\n{}", self.log_text());
+    }
+}
+
+impl Drop for EngineProcess {
+    fn drop(&mut self) {
+        if let Some(mut child) = self.child.take() {
+            let _ = child.kill();
+            let _ = child.wait();
+        }
+    }
+}
+
+/// GET `path` on 127.0.0.1:`port`: (status, body).
+pub async fn http_get(port: u16, path: &str) -> Option<(u16, String)> {
+    use tokio::io::{AsyncReadExt, AsyncWriteExt};
+    let mut conn = tokio::net::TcpStream::connect(("127.0.0.1", port))
+        .await
+        .ok()?;
+    conn.write_all(format!("GET {path} HTTP/1.1\r\nHost: x\r\n\r\n").as_bytes())
+        .await
+        .ok()?;
+    let mut text = String::new();
+    conn.read_to_string(&mut text).await.ok()?;
+    let status = text.split_whitespace().nth(1)?.parse().ok()?;
+    let body = text.split_once("\r\n\r\n")?.1.to_owned();
+    Some((status, body))
+}
