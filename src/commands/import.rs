@@ -5,10 +5,9 @@
 //! its de-duplication key as `Nats-Msg-Id`, so importing a file twice
 //! counts nothing twice.
 
+use crate::nats::publisher::AckWindow;
 use anyhow::{Context, Result};
 use async_nats::jetstream;
-use async_nats::HeaderMap;
-use std::collections::VecDeque;
 use std::io::Write;
 use std::path::PathBuf;
 use std::time::{Duration, Instant};
@@ -85,12 +84,11 @@ pub fn row_to_json(line: &str) -> Option<(String, String, String)> {
 /// Imports `files` in order; bad rows go to stderr as `FILE:LINE`. Fails
 /// only when a file cannot be read or a publish fails.
 pub async fn run(url: &str, prefix: &str, files: &[PathBuf]) -> Result<Summary> {
-    let client = async_nats::connect(url)
-        .await
-        .with_context(|| format!("cannot connect to NATS at {url}"))?;
-    let js = jetstream::new(client);
+    let client = crate::config::NatsClientOptions::from_env()?
+        .connect(url, async_nats::ConnectOptions::new())
+        .await?;
+    let mut window = AckWindow::new(jetstream::new(client), 1024);
     let mut summary = Summary::default();
-    let mut acks = VecDeque::new();
     let started = Instant::now();
     let mut last_progress = Instant::now();
     for path in files {
@@ -107,30 +105,29 @@ pub async fn run(url: &str, prefix: &str, files: &[PathBuf]) -> Result<Summary> 
                 summary.skipped += 1;
                 continue;
             };
-            let mut headers = HeaderMap::new();
-            headers.insert("Nats-Msg-Id", msg_id.as_str());
-            let ack = js
-                .publish_with_headers(format!("{prefix}.auth.{acquirer}"), headers, body.into())
-                .await
-                .context("publish failed")?;
-            acks.push_back(ack);
-            if acks.len() >= 1024 {
-                settle(&mut acks, 512, &mut summary).await?;
-            }
+            window
+                .publish(
+                    format!("{prefix}.auth.{acquirer}"),
+                    &msg_id,
+                    body.into_bytes(),
+                )
+                .await?;
             if last_progress.elapsed() > Duration::from_secs(1) {
                 last_progress = Instant::now();
                 eprint!(
                     "\rimport: {} published, {} skipped, {:.0}/s",
-                    summary.published + acks.len() as u64,
+                    window.acknowledged + window.in_flight(),
                     summary.skipped,
-                    (summary.published + acks.len() as u64) as f64
+                    (window.acknowledged + window.in_flight()) as f64
                         / started.elapsed().as_secs_f64()
                 );
                 let _ = std::io::stderr().flush();
             }
         }
     }
-    settle(&mut acks, 0, &mut summary).await?;
+    window.finish().await?;
+    summary.published = window.acknowledged;
+    summary.duplicates = window.duplicates;
     eprintln!(
         "\rimport: {} rows published ({} already in JetStream's duplicate window), {} skipped, in {:.1} s",
         summary.published,
@@ -139,26 +136,6 @@ pub async fn run(url: &str, prefix: &str, files: &[PathBuf]) -> Result<Summary> 
         started.elapsed().as_secs_f64()
     );
     Ok(summary)
-}
-
-/// Waits for acknowledgements until at most `keep` are outstanding.
-async fn settle(
-    acks: &mut VecDeque<jetstream::context::PublishAckFuture>,
-    keep: usize,
-    summary: &mut Summary,
-) -> Result<()> {
-    while acks.len() > keep {
-        let ack = acks
-            .pop_front()
-            .expect("non-empty")
-            .await
-            .context("publish not acknowledged")?;
-        summary.published += 1;
-        if ack.duplicate {
-            summary.duplicates += 1;
-        }
-    }
-    Ok(())
 }
 
 #[cfg(test)]

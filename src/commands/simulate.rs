@@ -79,9 +79,9 @@ pub async fn run(
     options: &Options,
     mut stop: watch::Receiver<bool>,
 ) -> Result<Report> {
-    let client = async_nats::connect(url)
-        .await
-        .with_context(|| format!("cannot connect to NATS at {url}"))?;
+    let client = crate::config::NatsClientOptions::from_env()?
+        .connect(url, async_nats::ConnectOptions::new())
+        .await?;
     let now = options.now.unwrap_or_else(Timestamp::now);
     let period_start = Timestamp::rome_midnight(period.start);
     if period.end < now.rome_date() || period_start > now {
