@@ -1,0 +1,129 @@
+//! The README's first command as a new user runs it: `cashback serve` with
+//! no NATS URL starts its own nats-server (store in the data directory),
+//! `--demo` traffic flows and counts, `--status` prints its line, queries
+//! are answered, and SIGTERM stops everything with exit code 0.
+
+mod common;
+
+use cashback::nats::embedded::NatsServer;
+use common::*;
+use serde_json::json;
+use std::process::{Command, Stdio};
+use std::time::{Duration, Instant};
+
+/// A series' value in a Prometheus text exposition.
+fn sample(text: &str, series: &str) -> Option<f64> {
+    text.lines()
+        .find_map(|l| l.strip_prefix(series)?.strip_prefix(' '))
+        .and_then(|v| v.trim().parse().ok())
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn serve_without_a_url_embeds_nats_runs_the_demo_and_stops_cleanly() {
+    let dir = tempfile::tempdir().unwrap();
+    let (nats_port, metrics_port) = (
+        NatsServer::free_port().unwrap(),
+        NatsServer::free_port().unwrap(),
+    );
+    let config = dir.path().join("cashback.toml");
+    std::fs::write(
+        &config,
+        format!("embedded_nats_port = {nats_port}\n{}", config_toml(30)),
+    )
+    .unwrap();
+    let stdout = dir.path().join("stdout.log");
+    let mut engine = Command::new(env!("CARGO_BIN_EXE_cashback"))
+        .args(["serve", "--status", "--demo", "--config"])
+        .arg(&config)
+        .env_remove("CASHBACK_NATS_URL")
+        .env("CASHBACK_DATA_DIR", dir.path().join("data"))
+        .env(
+            "CASHBACK_METRICS_LISTEN",
+            format!("127.0.0.1:{metrics_port}"),
+        )
+        .env(
+            "CASHBACK_NATS_SERVER_BIN",
+            NatsServer::locate("").expect("nats-server: run `make install-nats`"),
+        )
+        .stdin(Stdio::null())
+        .stdout(std::fs::File::create(&stdout).unwrap())
+        .stderr(std::fs::File::create(dir.path().join("stderr.log")).unwrap())
+        .spawn()
+        .unwrap();
+    let log = || {
+        format!(
+            "stdout:\n{}\nstderr:\n{}",
+            std::fs::read_to_string(&stdout).unwrap_or_default(),
+            std::fs::read_to_string(dir.path().join("stderr.log")).unwrap_or_default()
+        )
+    };
+
+    // The demo enrolls 3,000 citizens and then pays: wait for counted payments.
+    let deadline = Instant::now() + Duration::from_secs(90);
+    let counted = loop {
+        let metrics = http_get(metrics_port, "/metrics").await.map(|(_, b)| b);
+        let counted = metrics
+            .as_deref()
+            .and_then(|m| sample(m, "cashback_authorizations_total{outcome=\"counted\"}"))
+            .unwrap_or(0.0);
+        if counted >= 1000.0 {
+            break counted;
+        }
+        assert!(
+            Instant::now() < deadline,
+            "no demo payments counted; {}",
+            log()
+        );
+        tokio::time::sleep(Duration::from_millis(250)).await;
+    };
+    assert!(counted >= 1000.0);
+    let (status, health) = http_get(metrics_port, "/health").await.unwrap();
+    assert_eq!(status, 200, "{health}");
+
+    // The embedded server is a real NATS on the configured loopback port,
+    // with its store in the data directory.
+    let client = async_nats::connect(format!("nats://127.0.0.1:{nats_port}"))
+        .await
+        .unwrap();
+    let reply = client
+        .request(
+            "cashback.query.citizen",
+            json!({"citizen_id": "sim-0"}).to_string().into(),
+        )
+        .await
+        .unwrap();
+    let reply: serde_json::Value = serde_json::from_slice(&reply.payload).unwrap();
+    assert_eq!(reply["ok"], json!(true), "{reply}");
+    assert_eq!(reply["award_period"], json!("CUR"), "{reply}");
+    assert!(
+        dir.path().join("data/nats/jetstream").is_dir(),
+        "store in the data dir"
+    );
+    drop(client);
+
+    // The status line, once a second, shows the demo's citizens.
+    let deadline = Instant::now() + Duration::from_secs(10);
+    while !std::fs::read_to_string(&stdout)
+        .unwrap()
+        .lines()
+        .any(|l| l.contains(" auth/s | ") && l.contains("| citizens 3000 |"))
+    {
+        assert!(Instant::now() < deadline, "no status line; {}", log());
+        tokio::time::sleep(Duration::from_millis(200)).await;
+    }
+
+    unsafe {
+        libc::kill(engine.id() as libc::pid_t, libc::SIGTERM);
+    }
+    let code = engine.wait().unwrap().code();
+    assert_eq!(code, Some(0), "{}", log());
+    // The embedded nats-server went with it.
+    let deadline = Instant::now() + Duration::from_secs(10);
+    while std::net::TcpStream::connect(("127.0.0.1", nats_port)).is_ok() {
+        assert!(
+            Instant::now() < deadline,
+            "the embedded nats-server is still running"
+        );
+        std::thread::sleep(Duration::from_millis(100));
+    }
+}
