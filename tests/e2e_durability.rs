@@ -20,8 +20,12 @@ use std::time::Duration;
 /// Frequent snapshots, no purge (the test reads nothing back, but keeps the
 /// broker's view simple), a short JetStream duplicate window.
 fn durable_config() -> String {
+    // A snapshot pauses the pipeline while the shards encode their state; at
+    // the long run's size (and in a debug build) one a second would leave
+    // little time for anything else, so the long run may space them out.
+    let every = std::env::var("CASHBACK_DURABILITY_SNAPSHOT_SECS").unwrap_or_else(|_| "1".into());
     format!(
-        "snapshot_interval_secs = 1\npurge_after_snapshot = false\nduplicate_window_secs = 1\n{}",
+        "snapshot_interval_secs = {every}\npurge_after_snapshot = false\nduplicate_window_secs = 1\n{}",
         config_toml(30)
     )
 }
@@ -140,7 +144,8 @@ async fn compare(h: &Harness, local: &LocalEngine, citizens: usize) {
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn sigkill_at_random_points_loses_nothing_and_counts_nothing_twice() {
     // The short version runs in CI; the long one (issue 4: 1M authorizations,
-    // 10 kills) is `CASHBACK_DURABILITY_AUTHS=1000000 CASHBACK_DURABILITY_KILLS=10`.
+    // 10 kills) is `CASHBACK_DURABILITY_AUTHS=1000000 CASHBACK_DURABILITY_KILLS=10
+    // CASHBACK_DURABILITY_SNAPSHOT_SECS=10`.
     let auths = env_number("CASHBACK_DURABILITY_AUTHS", 100_000);
     let kills = env_number("CASHBACK_DURABILITY_KILLS", 3);
     let config = durable_config();

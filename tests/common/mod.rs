@@ -148,7 +148,9 @@ impl Harness {
             child,
             metrics_port,
         });
-        let deadline = Instant::now() + Duration::from_secs(60);
+        // Generous: a restart replays whatever came after the last
+        // snapshot, which in the long durability run is a lot.
+        let deadline = Instant::now() + Duration::from_secs(300);
         while Instant::now() < deadline {
             if let Some(h) = self.health().await {
                 if h["replayed"] == json!(true) {
