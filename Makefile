@@ -18,8 +18,15 @@ install-nats:
 build:
 	$(CARGO) build --release --workspace
 
+# The benchmark suite (issue 6): every benchmark against an embedded
+# nats-server, appended to BENCHMARKS.md under one header with the machine and
+# the date. The engine and the rank example are built first because the bench
+# runs them as child processes from the same target directory. About 10-15
+# minutes on 2 cores; run it on a quiet machine.
 bench: install-nats
-	$(CARGO) run --release --bin cashback-bench
+	$(CARGO) build --release --bins
+	$(CARGO) build --release -p cashback-engine --example rank_bench
+	$(CARGO) run --release --bin cashback-bench -- all --append BENCHMARKS.md
 
 fmt:
 	$(CARGO) fmt --all
