@@ -258,13 +258,6 @@ async fn a_taken_metrics_port_is_a_clear_error() {
     drop(taken);
 }
 
-/// The value of one series in Prometheus text (labels as written), if present.
-fn sample(text: &str, series: &str) -> Option<f64> {
-    text.lines()
-        .find_map(|l| l.strip_prefix(series)?.strip_prefix(' '))
-        .and_then(|v| v.trim().parse().ok())
-}
-
 /// Polls `/metrics` until every (series, value) holds, or fails with the text.
 async fn wait_for_values(h: &Harness, want: &[(&str, f64)]) -> String {
     let deadline = Instant::now() + Duration::from_secs(15);

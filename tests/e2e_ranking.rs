@@ -31,6 +31,24 @@ impl Model {
     }
 }
 
+/// Runs `cashback awards` for `period`: (the file, if it succeeded; stderr).
+fn awards(h: &Harness, period: &str, provisional: bool) -> (Option<String>, String) {
+    let out = h.dir.path().join(format!("{period}-{provisional}.csv"));
+    let run = std::process::Command::new(env!("CARGO_BIN_EXE_cashback"))
+        .args(["awards", "--period", period, "--out"])
+        .arg(&out)
+        .args(["--nats-url", h.nats.url()])
+        .args(provisional.then_some("--provisional"))
+        .output()
+        .unwrap();
+    let stderr = String::from_utf8_lossy(&run.stderr).into_owned();
+    let file = run
+        .status
+        .success()
+        .then(|| std::fs::read_to_string(&out).unwrap());
+    (file, stderr)
+}
+
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn the_ranking_equals_a_naive_recomputation() {
     let h = Harness::start(&config_toml(30)).await;
@@ -193,30 +211,11 @@ async fn the_ranking_equals_a_naive_recomputation() {
     assert_eq!(unknown["error"]["code"], json!("unknown_award_period"));
 
     // The payout file, provisional (the period is open), equals the model.
-    let out = h.dir.path().join("awards.csv");
-    let refused = std::process::Command::new(env!("CARGO_BIN_EXE_cashback"))
-        .args(["awards", "--period", "CUR", "--out"])
-        .arg(&out)
-        .args(["--nats-url", h.nats.url()])
-        .output()
-        .unwrap();
-    assert!(
-        !refused.status.success(),
-        "an open period needs --provisional"
-    );
-    assert!(String::from_utf8_lossy(&refused.stderr).contains("--provisional"));
-    let made = std::process::Command::new(env!("CARGO_BIN_EXE_cashback"))
-        .args(["awards", "--period", "CUR", "--provisional", "--out"])
-        .arg(&out)
-        .args(["--nats-url", h.nats.url()])
-        .output()
-        .unwrap();
-    assert!(
-        made.status.success(),
-        "{}",
-        String::from_utf8_lossy(&made.stderr)
-    );
-    let csv = std::fs::read_to_string(&out).unwrap();
+    let (refused, stderr) = awards(&h, "CUR", false);
+    assert!(refused.is_none(), "an open period needs --provisional");
+    assert!(stderr.contains("--provisional"), "{stderr}");
+    let (csv, stderr) = awards(&h, "CUR", true);
+    let csv = csv.unwrap_or_else(|| panic!("{stderr}"));
     let mut lines = csv.lines();
     assert_eq!(lines.next(), Some(cashback::commands::awards::HEADER));
     let rows: Vec<&str> = lines.collect();
@@ -245,20 +244,9 @@ async fn the_ranking_equals_a_naive_recomputation() {
         assert_eq!(*row, want);
     }
     // A closed period with nobody ranked gives just the header.
-    let empty = h.dir.path().join("empty.csv");
-    let closed = std::process::Command::new(env!("CARGO_BIN_EXE_cashback"))
-        .args(["awards", "--period", "2021H1", "--out"])
-        .arg(&empty)
-        .args(["--nats-url", h.nats.url()])
-        .output()
-        .unwrap();
-    assert!(
-        closed.status.success(),
-        "{}",
-        String::from_utf8_lossy(&closed.stderr)
-    );
+    let (empty, stderr) = awards(&h, "2021H1", false);
     assert_eq!(
-        std::fs::read_to_string(&empty).unwrap().trim(),
+        empty.unwrap_or_else(|| panic!("{stderr}")).trim(),
         cashback::commands::awards::HEADER
     );
 }
@@ -376,22 +364,7 @@ async fn a_winner_needs_the_minimum_number_of_payments() {
         "{fewer}"
     );
 
-    let awards = |h: &Harness| {
-        let out = h.dir.path().join("winners.csv");
-        let run = std::process::Command::new(env!("CARGO_BIN_EXE_cashback"))
-            .args(["awards", "--period", "CUR", "--provisional", "--out"])
-            .arg(&out)
-            .args(["--nats-url", h.nats.url()])
-            .output()
-            .unwrap();
-        assert!(
-            run.status.success(),
-            "{}",
-            String::from_utf8_lossy(&run.stderr)
-        );
-        std::fs::read_to_string(&out).unwrap()
-    };
-    let file = awards(&h);
+    let file = awards(&h, "CUR", true).0.unwrap();
     assert!(
         file.contains("\nfew,IT60X0542811101000000123456,2,0.00,1,false,0.00\n"),
         "{file}"
@@ -411,7 +384,7 @@ async fn a_winner_needs_the_minimum_number_of_payments() {
         (&json!(true), &json!("3.00"), &json!(true)),
         "{few}"
     );
-    let file = awards(&h);
+    let file = awards(&h, "CUR", true).0.unwrap();
     assert!(
         file.contains("\nfew,IT60X0542811101000000123456,3,3.00,1,true,1500.00\n"),
         "{file}"

@@ -13,6 +13,27 @@ use std::borrow::Cow;
 use std::fmt;
 use xxhash_rust::xxh3::Xxh3;
 
+/// The fields of an authorization, in the order of PROTOCOL.md section 1
+/// (also the column order of RTD acquirer files).
+pub const FIELDS: [&str; 16] = [
+    "acquirer_code",
+    "operation_type",
+    "circuit_type",
+    "hpan",
+    "trx_date",
+    "id_trx_acquirer",
+    "id_trx_issuer",
+    "correlation_id",
+    "total_amount",
+    "currency",
+    "acquirer_id",
+    "merchant_id",
+    "terminal_id",
+    "bin",
+    "mcc",
+    "par",
+];
+
 /// A hashed PAN, decoded from its 64 hex characters into 32 bytes.
 #[derive(
     Clone, Copy, Debug, PartialEq, Eq, Hash, PartialOrd, Ord, serde::Serialize, serde::Deserialize,

@@ -417,24 +417,7 @@ fn json_value() -> impl Strategy<Value = Value> {
     })
 }
 
-const AUTH_FIELDS: [&str; 16] = [
-    "acquirer_code",
-    "operation_type",
-    "circuit_type",
-    "hpan",
-    "trx_date",
-    "id_trx_acquirer",
-    "id_trx_issuer",
-    "correlation_id",
-    "total_amount",
-    "currency",
-    "acquirer_id",
-    "merchant_id",
-    "terminal_id",
-    "bin",
-    "mcc",
-    "par",
-];
+use cashback_engine::authorization::FIELDS as AUTH_FIELDS;
 
 /// Payloads per case of the byte-mutation tests: each case decodes the
 /// sample after every one of its edits.

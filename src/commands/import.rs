@@ -12,25 +12,8 @@ use std::io::Write;
 use std::path::PathBuf;
 use std::time::{Duration, Instant};
 
-/// The 16 fields of a row, in order.
-pub const FIELDS: [&str; 16] = [
-    "acquirer_code",
-    "operation_type",
-    "circuit_type",
-    "hpan",
-    "trx_date",
-    "id_trx_acquirer",
-    "id_trx_issuer",
-    "correlation_id",
-    "total_amount",
-    "currency",
-    "acquirer_id",
-    "merchant_id",
-    "terminal_id",
-    "bin",
-    "mcc",
-    "par",
-];
+/// The 16 fields of a row, in the order of PROTOCOL section 1.
+pub use cashback_engine::authorization::FIELDS;
 
 /// What an import did.
 #[derive(Debug, Default, PartialEq, Eq)]

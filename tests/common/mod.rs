@@ -197,19 +197,7 @@ impl Harness {
 
     /// GET a path of the engine's metrics listener.
     pub async fn http_get(&self, path: &str) -> Option<(u16, String)> {
-        use tokio::io::{AsyncReadExt, AsyncWriteExt};
-        let port = self.engine.as_ref()?.metrics_port;
-        let mut conn = tokio::net::TcpStream::connect(("127.0.0.1", port))
-            .await
-            .ok()?;
-        conn.write_all(format!("GET {path} HTTP/1.1\r\nHost: x\r\n\r\n").as_bytes())
-            .await
-            .ok()?;
-        let mut text = String::new();
-        conn.read_to_string(&mut text).await.ok()?;
-        let status = text.split_whitespace().nth(1)?.parse().ok()?;
-        let body = text.split_once("\r\n\r\n")?.1.to_owned();
-        Some((status, body))
+        http_get(self.engine.as_ref()?.metrics_port, path).await
     }
 
     /// The `/health` body.
@@ -522,16 +510,8 @@ impl Drop for EngineProcess {
 
 /// GET `path` on 127.0.0.1:`port`: (status, body).
 pub async fn http_get(port: u16, path: &str) -> Option<(u16, String)> {
-    use tokio::io::{AsyncReadExt, AsyncWriteExt};
-    let mut conn = tokio::net::TcpStream::connect(("127.0.0.1", port))
-        .await
-        .ok()?;
-    conn.write_all(format!("GET {path} HTTP/1.1\r\nHost: x\r\n\r\n").as_bytes())
-        .await
-        .ok()?;
-    let mut text = String::new();
-    conn.read_to_string(&mut text).await.ok()?;
-    let status = text.split_whitespace().nth(1)?.parse().ok()?;
-    let body = text.split_once("\r\n\r\n")?.1.to_owned();
-    Some((status, body))
+    cashback::commands::engine_health::get(&format!("127.0.0.1:{port}"), path).await
 }
+
+#[allow(unused_imports)]
+pub use cashback::commands::engine_health::metric_value as sample;

@@ -428,27 +428,13 @@ impl Drop for Engine {
     }
 }
 
-/// One HTTP/1.1 GET on loopback; the body, or None on any failure.
+/// One GET on loopback; the body, or None on any failure.
 async fn http_get(port: u16, path: &str) -> Option<String> {
-    use tokio::io::{AsyncReadExt, AsyncWriteExt};
-    let mut conn = tokio::net::TcpStream::connect(("127.0.0.1", port))
-        .await
-        .ok()?;
-    conn.write_all(format!("GET {path} HTTP/1.1\r\n\r\n").as_bytes())
-        .await
-        .ok()?;
-    let mut text = String::new();
-    conn.read_to_string(&mut text).await.ok()?;
-    Some(text.split_once("\r\n\r\n")?.1.to_owned())
+    let addr = format!("127.0.0.1:{port}");
+    Some(cashback::commands::engine_health::get(&addr, path).await?.1)
 }
 
-/// The value of one series (`name{labels}` exactly as rendered) in a
-/// Prometheus text exposition.
-pub fn metric_value(text: &str, series: &str) -> Option<f64> {
-    text.lines()
-        .find_map(|l| l.strip_prefix(series)?.strip_prefix(' '))
-        .and_then(|v| v.trim().parse().ok())
-}
+pub use cashback::commands::engine_health::metric_value;
 
 /// The cumulative buckets (upper bound, count) of a histogram without labels.
 pub fn histogram_buckets(text: &str, name: &str) -> Vec<(f64, f64)> {
