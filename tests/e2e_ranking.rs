@@ -18,6 +18,8 @@ struct Model {
     /// T&C instant (as sent) and its order key.
     tc: String,
     withdrawn: bool,
+    /// The latest IBAN enrolled: the payout file's.
+    iban: String,
     /// (amount cents, trx_date text, reversed).
     payments: Vec<(u64, String, bool)>,
 }
@@ -53,32 +55,45 @@ fn awards(h: &Harness, period: &str, provisional: bool) -> (Option<String>, Stri
 async fn the_ranking_equals_a_naive_recomputation() {
     let h = Harness::start(&config_toml(30)).await;
     let mut rng = StdRng::seed_from_u64(7);
-    let n = 40;
+    let n = 200;
     // Ids whose order is unrelated to enrollment order; T&C instants with ties.
     let ids: Vec<String> = (0..n)
         .map(|i| format!("{}-{i}", ["zed", "amy", "kim", "bo"][i % 4]))
         .collect();
     let tcs = [at(-45, 0), at(-44, 0), at(-43, 0)];
     let mut model: HashMap<String, Model> = HashMap::new();
-    for (i, id) in ids.iter().enumerate() {
-        let tc = tcs[i % 3].clone();
-        h.citizen(id, &tc).await;
-        h.card(id, &hpan(1000 + i as u64), &at(-40, 0)).await;
-        model.insert(
-            id.clone(),
-            Model {
-                tc,
-                ..Default::default()
-            },
-        );
-    }
     // Trx dates from a small set (UTC, whole minutes) so last_trx ties are common.
     let dates: Vec<String> = (0..30).map(|k| at(-3, k * 60)).collect();
-    for op in 0..1500 {
+    for op in 0..4000 {
         let i = rng.gen_range(0..n);
         let id = &ids[i];
+        // Citizens enroll when they first show up, in random order and
+        // interleaved with everyone else's payments; some re-enroll later
+        // (a new IBAN: nothing else may change).
+        if !model.contains_key(id) {
+            let tc = tcs[i % 3].clone();
+            h.citizen(id, &tc).await;
+            h.card(id, &hpan(1000 + i as u64), &at(-40, 0)).await;
+            model.insert(
+                id.clone(),
+                Model {
+                    tc,
+                    iban: IBAN.into(),
+                    ..Default::default()
+                },
+            );
+        } else if rng.gen_bool(0.01) && !model[id].withdrawn {
+            let r = h
+                .request(
+                    "cashback.enroll.citizen",
+                    json!({"citizen_id": id, "iban": "DE89370400440532013000", "tc_accepted_at": at(-1, 0)}),
+                )
+                .await;
+            assert_eq!(r, json!({"ok": true}), "{id}");
+            model.get_mut(id).unwrap().iban = "DE89370400440532013000".into();
+        }
         let roll: f64 = rng.gen();
-        if roll < 0.004 {
+        if roll < 0.003 {
             let r = h
                 .request(
                     "cashback.enroll.citizen_remove",
@@ -143,7 +158,18 @@ async fn the_ranking_equals_a_naive_recomputation() {
     let min = ranked
         .get(winners.min(ranked.len()).saturating_sub(1))
         .map_or(0, |r| r.1.count());
-    assert!(total > 20, "the workload ranks most citizens");
+    assert!(total > 150, "the workload ranks most citizens: {total}");
+    let instant = |v: &Value| {
+        v.as_str()
+            .map(|t| chrono::DateTime::parse_from_rfc3339(t).unwrap().timestamp())
+    };
+    let model_instant = |m: &Model| {
+        m.last().map(|t| {
+            chrono::DateTime::parse_from_rfc3339(&t)
+                .unwrap()
+                .timestamp()
+        })
+    };
 
     for (id, m) in &model {
         let r = h.query(id, "CUR").await;
@@ -156,6 +182,7 @@ async fn the_ranking_equals_a_naive_recomputation() {
             .position(|(rid, _)| rid == &id)
             .map(|p| p as u64 + 1);
         assert_eq!(r["transaction_count"], json!(m.count()), "{id}: {r}");
+        assert_eq!(instant(&r["last_trx_date"]), model_instant(m), "{id}: {r}");
         assert_eq!(r["ranking"], json!(pos), "{id}: {r}");
         assert_eq!(r["total_participants"], json!(total));
         assert_eq!(r["max_transaction_number"], json!(max));
@@ -172,7 +199,8 @@ async fn the_ranking_equals_a_naive_recomputation() {
                 json!({"award_period": "CUR", "offset": offset, "limit": 7}),
             )
             .await;
-        let got: Vec<(u64, String, u32)> = page["entries"]
+        type Entry = (u64, String, u32, Option<i64>);
+        let got: Vec<Entry> = page["entries"]
             .as_array()
             .unwrap()
             .iter()
@@ -181,18 +209,21 @@ async fn the_ranking_equals_a_naive_recomputation() {
                     e["ranking"].as_u64().unwrap(),
                     e["citizen_id"].as_str().unwrap().to_owned(),
                     e["transaction_count"].as_u64().unwrap() as u32,
+                    instant(&e["last_trx_date"]),
                 )
             })
             .collect();
-        let want: Vec<(u64, String, u32)> = ranked
+        let want: Vec<Entry> = ranked
             .iter()
             .enumerate()
             .skip(offset as usize)
             .take(7)
-            .map(|(p, (id, m))| (p as u64 + 1, (*id).clone(), m.count()))
+            .map(|(p, (id, m))| (p as u64 + 1, (*id).clone(), m.count(), model_instant(m)))
             .collect();
         assert_eq!(got, want, "page at offset {offset}");
         assert_eq!(page["total_participants"], json!(total));
+        assert_eq!(page["max_transaction_number"], json!(max));
+        assert_eq!(page["min_transaction_number"], json!(min));
         offset += 7;
     }
     let too_big = h
@@ -234,7 +265,8 @@ async fn the_ranking_equals_a_naive_recomputation() {
         };
         let winner = p < winners && m.count() >= 3;
         let want = format!(
-            "{id},{IBAN},{},{}.{:02},{},{winner},{}",
+            "{id},{},{},{}.{:02},{},{winner},{}",
+            m.iban,
             m.count(),
             payable / 100,
             payable % 100,
