@@ -103,6 +103,9 @@ fn mailbox_failure(e: MailboxError) -> anyhow::Error {
     anyhow::anyhow!("a citizen shard is gone ({e}); restart the engine to replay the log")
 }
 
+/// How long a graceful shutdown waits for its final snapshot to be stored.
+const FINAL_SNAPSHOT_TIMEOUT: std::time::Duration = std::time::Duration::from_secs(60);
+
 impl Pipeline {
     /// A pipeline over an empty state.
     #[allow(clippy::too_many_arguments)]
@@ -256,8 +259,17 @@ impl Pipeline {
         tracing::info!("stopping intake; draining work in flight");
         self.flush();
         self.settle_all().await?;
-        self.snapshot(true).await?;
-        Ok(())
+        // Bounded: with the broker gone, storing would wait for it forever.
+        // Nothing is lost without this snapshot (the log is durable); the
+        // next start just replays from the previous one.
+        match tokio::time::timeout(FINAL_SNAPSHOT_TIMEOUT, self.snapshot(true)).await {
+            Ok(stored) => stored,
+            Err(_) => anyhow::bail!(
+                "the shutdown snapshot was not stored within {} s (is NATS reachable?); \
+                 the next start replays the log from the previous snapshot",
+                FINAL_SNAPSHOT_TIMEOUT.as_secs()
+            ),
+        }
     }
 
     async fn on_entries(&mut self, batch: Vec<Entry>) -> Result<()> {

@@ -11,6 +11,27 @@ use serde_json::json;
 use std::process::{Command, Stdio};
 use std::time::{Duration, Instant};
 
+/// The engine process, killed if the test fails before it stops it (a
+/// failed assertion must not leave an engine and its nats-server behind).
+struct Engine(std::process::Child);
+
+impl Drop for Engine {
+    fn drop(&mut self) {
+        // SIGTERM first, so that the engine stops its nats-server too.
+        unsafe {
+            libc::kill(self.0.id() as libc::pid_t, libc::SIGTERM);
+        }
+        for _ in 0..50 {
+            if !matches!(self.0.try_wait(), Ok(None)) {
+                return;
+            }
+            std::thread::sleep(Duration::from_millis(100));
+        }
+        let _ = self.0.kill();
+        let _ = self.0.wait();
+    }
+}
+
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn serve_without_a_url_embeds_nats_runs_the_demo_and_stops_cleanly() {
     let dir = tempfile::tempdir().unwrap();
@@ -25,24 +46,26 @@ async fn serve_without_a_url_embeds_nats_runs_the_demo_and_stops_cleanly() {
     )
     .unwrap();
     let stdout = dir.path().join("stdout.log");
-    let mut engine = Command::new(env!("CARGO_BIN_EXE_cashback"))
-        .args(["serve", "--status", "--demo", "--config"])
-        .arg(&config)
-        .env_remove("CASHBACK_NATS_URL")
-        .env("CASHBACK_DATA_DIR", dir.path().join("data"))
-        .env(
-            "CASHBACK_METRICS_LISTEN",
-            format!("127.0.0.1:{metrics_port}"),
-        )
-        .env(
-            "CASHBACK_NATS_SERVER_BIN",
-            NatsServer::locate("").expect("nats-server: run `make install-nats`"),
-        )
-        .stdin(Stdio::null())
-        .stdout(std::fs::File::create(&stdout).unwrap())
-        .stderr(std::fs::File::create(dir.path().join("stderr.log")).unwrap())
-        .spawn()
-        .unwrap();
+    let mut engine = Engine(
+        Command::new(env!("CARGO_BIN_EXE_cashback"))
+            .args(["serve", "--status", "--demo", "--config"])
+            .arg(&config)
+            .env_remove("CASHBACK_NATS_URL")
+            .env("CASHBACK_DATA_DIR", dir.path().join("data"))
+            .env(
+                "CASHBACK_METRICS_LISTEN",
+                format!("127.0.0.1:{metrics_port}"),
+            )
+            .env(
+                "CASHBACK_NATS_SERVER_BIN",
+                NatsServer::locate("").expect("nats-server: run `make install-nats`"),
+            )
+            .stdin(Stdio::null())
+            .stdout(std::fs::File::create(&stdout).unwrap())
+            .stderr(std::fs::File::create(dir.path().join("stderr.log")).unwrap())
+            .spawn()
+            .unwrap(),
+    );
     let log = || {
         format!(
             "stdout:\n{}\nstderr:\n{}",
@@ -106,9 +129,9 @@ async fn serve_without_a_url_embeds_nats_runs_the_demo_and_stops_cleanly() {
     }
 
     unsafe {
-        libc::kill(engine.id() as libc::pid_t, libc::SIGTERM);
+        libc::kill(engine.0.id() as libc::pid_t, libc::SIGTERM);
     }
-    let code = engine.wait().unwrap().code();
+    let code = engine.0.wait().unwrap().code();
     assert_eq!(code, Some(0), "{}", log());
     // The embedded nats-server went with it.
     let deadline = Instant::now() + Duration::from_secs(10);
