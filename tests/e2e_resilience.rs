@@ -6,15 +6,6 @@ use common::*;
 use serde_json::{json, Value};
 use std::time::Duration;
 
-/// An instant `secs` from a base fixed once per test process: re-sent
-/// traffic must carry the very same `trx_date` (part of the dedup key),
-/// whenever the clock ticks between the two sends.
-fn fixed_at(secs: i64) -> String {
-    static BASE: std::sync::OnceLock<chrono::DateTime<chrono::Utc>> = std::sync::OnceLock::new();
-    let t = *BASE.get_or_init(chrono::Utc::now) + chrono::Duration::seconds(secs);
-    t.format("%Y-%m-%dT%H:%M:%SZ").to_string()
-}
-
 /// Publishes `n` payments of 10.00 for citizens c0..c{k}, each card once.
 async fn traffic(h: &Harness, prefix: &str, n: usize, citizens: usize) {
     for i in 0..n {
@@ -22,7 +13,7 @@ async fn traffic(h: &Harness, prefix: &str, n: usize, citizens: usize) {
         h.publish(&payment(
             &hpan(c as u64 + 1),
             &format!("{prefix}-{i}"),
-            &fixed_at(-3000 + i as i64 % 2000),
+            &at(0, -3000 + i as i64 % 2000),
             1000,
         ))
         .await;

@@ -50,6 +50,12 @@ pub struct Periods {
     /// For each period, the first instant at which it no longer accepts data:
     /// midnight in Rome ending day `end + grace_days`.
     closes_at: Vec<Timestamp>,
+    /// For each period, the instant its first day starts (midnight in Rome),
+    /// so that [`Periods::at_instant`] needs no time-zone conversion.
+    starts_at: Vec<Timestamp>,
+    /// For each period, the instant its last day ends (midnight in Rome
+    /// starting the day after `end`).
+    ends_at: Vec<Timestamp>,
 }
 
 impl Periods {
@@ -106,7 +112,20 @@ impl Periods {
                 Timestamp::rome_midnight(last_day + chrono::Days::new(1))
             })
             .collect();
-        Ok(Periods { periods, closes_at })
+        let starts_at = periods
+            .iter()
+            .map(|p| Timestamp::rome_midnight(p.start))
+            .collect();
+        let ends_at = periods
+            .iter()
+            .map(|p| Timestamp::rome_midnight(p.end + chrono::Days::new(1)))
+            .collect();
+        Ok(Periods {
+            periods,
+            closes_at,
+            starts_at,
+            ends_at,
+        })
     }
 
     /// All periods, sorted by start.
@@ -122,6 +141,16 @@ impl Periods {
     /// The period whose Rome dates contain the Rome date of `instant`.
     pub fn containing(&self, instant: Timestamp) -> Option<PeriodIdx> {
         self.containing_date(instant.rome_date())
+    }
+
+    /// The same as [`Periods::containing`], from precomputed instants: a
+    /// binary search, no time-zone conversion. A day of Rome runs from its
+    /// midnight to the next one, and Italy never skips or doubles midnight,
+    /// so the two always agree (tested).
+    pub fn at_instant(&self, instant: Timestamp) -> Option<PeriodIdx> {
+        let after = self.starts_at.partition_point(|s| *s <= instant);
+        let idx = after.checked_sub(1)?;
+        (instant < self.ends_at[idx]).then_some(idx as PeriodIdx)
     }
 
     /// The period whose dates contain `date`.
@@ -206,6 +235,38 @@ pub(crate) mod tests {
         assert_eq!(p.containing(ts("2021-06-30T21:59:59Z")), Some(h1));
         assert_eq!(p.containing(ts("2021-06-30T22:00:00Z")), None);
         assert_eq!(p.containing(ts("2020-12-07T22:59:59Z")), None);
+    }
+
+    #[test]
+    fn instants_and_dates_pick_the_same_period() {
+        let p = Periods::new(vec![
+            period("2021H1", "2021-01-01", "2021-06-30"),
+            period("2020XMAS", "2020-12-08", "2020-12-31"),
+            period("2021H2", "2021-07-02", "2021-12-31"),
+        ])
+        .unwrap();
+        for s in [
+            "2020-12-07T22:59:59.999999999Z",
+            "2020-12-07T23:00:00Z",
+            "2020-12-31T22:59:59Z",
+            "2020-12-31T23:00:00Z",
+            "2021-03-27T23:00:00Z",
+            "2021-06-30T21:59:59.999999999Z",
+            "2021-06-30T22:00:00Z",
+            "2021-07-01T21:59:59Z",
+            "2021-07-01T22:00:00Z",
+            "2021-12-31T22:59:59Z",
+            "2021-12-31T23:00:00Z",
+            "1999-01-01T00:00:00Z",
+        ] {
+            assert_eq!(p.at_instant(ts(s)), p.containing(ts(s)), "{s}");
+        }
+        let start = ts("2020-12-01T00:00:00Z").unix_secs();
+        for hour in 0..24 * 400 {
+            let t =
+                Timestamp::from_unix_nanos((start + hour * 3600 + 1799) as i128 * 1_000_000_000);
+            assert_eq!(p.at_instant(t), p.containing(t));
+        }
     }
 
     #[test]

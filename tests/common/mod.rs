@@ -310,8 +310,14 @@ impl Drop for Harness {
 }
 
 /// An RFC 3339 instant `days` days and `secs` seconds from now, in UTC.
+///
+/// "Now" is fixed at the first call of the test process: a re-send must carry
+/// the very same `trx_date` (it is part of the de-duplication key) even when
+/// the clock ticks between the two sends.
 pub fn at(days: i64, secs: i64) -> String {
-    let t = chrono::Utc::now() + chrono::Duration::days(days) + chrono::Duration::seconds(secs);
+    static NOW: std::sync::OnceLock<chrono::DateTime<chrono::Utc>> = std::sync::OnceLock::new();
+    let now = *NOW.get_or_init(chrono::Utc::now);
+    let t = now + chrono::Duration::days(days) + chrono::Duration::seconds(secs);
     t.format("%Y-%m-%dT%H:%M:%SZ").to_string()
 }
 
