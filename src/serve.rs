@@ -252,12 +252,22 @@ async fn serve(config: Config, options: ServeOptions) -> Result<()> {
         config.stream_name, config.shards);
 
     let outcome = pipeline.run(stop_rx).await;
-    while let Some(done) = services.join_next().await {
-        if let Ok(Err(e)) = done {
-            tracing::warn!(error = %e, "service ended with an error");
+    // Bounded, like the final snapshot: with the broker gone, the services'
+    // subscriptions and the flush would wait for it forever.
+    let services_done = async {
+        while let Some(done) = services.join_next().await {
+            if let Ok(Err(e)) = done {
+                tracing::warn!(error = %e, "service ended with an error");
+            }
         }
+        let _ = client.flush().await;
+    };
+    if tokio::time::timeout(Duration::from_secs(10), services_done)
+        .await
+        .is_err()
+    {
+        tracing::warn!("request-reply services did not stop within 10 s (is NATS reachable?)");
     }
-    let _ = client.flush().await;
     for arbiter in arbiters {
         arbiter.stop();
     }

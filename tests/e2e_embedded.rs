@@ -1,7 +1,8 @@
 //! The README's first command as a new user runs it: `cashback serve` with
 //! no NATS URL starts its own nats-server (store in the data directory),
 //! `--demo` traffic flows and counts, `--status` prints its line, queries
-//! are answered, and SIGTERM stops everything with exit code 0.
+//! are answered, and Ctrl-C (SIGINT to the process group) stops everything
+//! with exit code 0 after a final snapshot.
 
 mod common;
 
@@ -46,8 +47,12 @@ async fn serve_without_a_url_embeds_nats_runs_the_demo_and_stops_cleanly() {
     )
     .unwrap();
     let stdout = dir.path().join("stdout.log");
+    use std::os::unix::process::CommandExt;
+    // Its own process group, as a shell gives a foreground job: Ctrl-C in a
+    // terminal signals the whole group, which is what the end simulates.
     let mut engine = Engine(
         Command::new(env!("CARGO_BIN_EXE_cashback"))
+            .process_group(0)
             .args(["serve", "--status", "--demo", "--config"])
             .arg(&config)
             .env_remove("CASHBACK_NATS_URL")
@@ -128,11 +133,19 @@ async fn serve_without_a_url_embeds_nats_runs_the_demo_and_stops_cleanly() {
         tokio::time::sleep(Duration::from_millis(200)).await;
     }
 
+    // Ctrl-C as a terminal sends it: SIGINT to the engine's whole process
+    // group. The embedded nats-server must outlive the final snapshot.
     unsafe {
-        libc::kill(engine.0.id() as libc::pid_t, libc::SIGTERM);
+        libc::kill(-(engine.0.id() as libc::pid_t), libc::SIGINT);
     }
     let code = engine.0.wait().unwrap().code();
     assert_eq!(code, Some(0), "{}", log());
+    // The broker outlived the drain: the final snapshot was stored.
+    let stderr = std::fs::read_to_string(dir.path().join("stderr.log")).unwrap();
+    let after_stop = &stderr[stderr
+        .find("shutdown requested")
+        .expect("a logged shutdown")..];
+    assert!(after_stop.contains("snapshot stored"), "{}", log());
     // The embedded nats-server went with it.
     let deadline = Instant::now() + Duration::from_secs(10);
     while std::net::TcpStream::connect(("127.0.0.1", nats_port)).is_ok() {

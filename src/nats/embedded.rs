@@ -66,7 +66,12 @@ impl NatsServer {
         std::fs::create_dir_all(store_dir)
             .with_context(|| format!("cannot create {}", store_dir.display()))?;
         let log = std::fs::File::create(store_dir.join("nats-server.log"))?;
+        use std::os::unix::process::CommandExt;
         let child = Command::new(bin)
+            // Its own process group: a Ctrl-C in the terminal signals the
+            // whole foreground group, and the broker must outlive the
+            // engine's drain and final snapshot; the engine stops it last.
+            .process_group(0)
             .args(["--jetstream", "--addr", "127.0.0.1", "--port"])
             .arg(port.to_string())
             .arg("--store_dir")
