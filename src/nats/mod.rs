@@ -1,6 +1,6 @@
 //! NATS I/O: subjects, the embedded server, the stream, publishing.
 
 pub mod embedded;
+pub mod publisher;
 pub mod stream;
 pub mod subjects;
-pub mod publisher;
