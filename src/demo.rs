@@ -39,18 +39,7 @@ pub fn ensure_current_period(config: &mut Config) {
         .periods
         .last()
         .cloned()
-        .unwrap_or_else(|| AwardPeriod {
-            id: String::new(),
-            start: today,
-            end: today,
-            grace_days: 10,
-            min_transactions: 50,
-            cashback_rate: "0.10".parse().expect("decimal"),
-            max_cashback_per_transaction: "15.00".parse().expect("decimal"),
-            max_cashback: "150.00".parse().expect("decimal"),
-            supercashback_winners: 100_000,
-            supercashback_prize: "1500.00".parse().expect("decimal"),
-        });
+        .unwrap_or_else(|| AwardPeriod::with_2021_rules("", today, today));
     period.id = format!("DEMO{}H{half}", today.year());
     period.start = date(start);
     period.end = date(end);

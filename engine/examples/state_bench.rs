@@ -87,22 +87,8 @@ fn gib(bytes: usize) -> String {
 }
 
 fn period() -> Arc<Periods> {
-    let money = |s: &str| s.parse().unwrap();
-    Arc::new(
-        Periods::new(vec![AwardPeriod {
-            id: "2021H1".into(),
-            start: "2021-01-01".parse().unwrap(),
-            end: "2021-06-30".parse().unwrap(),
-            grace_days: 10,
-            min_transactions: 50,
-            cashback_rate: money("0.10"),
-            max_cashback_per_transaction: money("15.00"),
-            max_cashback: money("150.00"),
-            supercashback_winners: 100_000,
-            supercashback_prize: money("1500.00"),
-        }])
-        .unwrap(),
-    )
+    let (start, end) = ("2021-01-01".parse().unwrap(), "2021-06-30".parse().unwrap());
+    Arc::new(Periods::new(vec![AwardPeriod::with_2021_rules("2021H1", start, end)]).unwrap())
 }
 
 /// A card number's hash (distinct for distinct numbers).

@@ -6,6 +6,7 @@ use crate::time::Timestamp;
 use chrono::NaiveDate;
 use rust_decimal::Decimal;
 use serde::Deserialize;
+use std::str::FromStr;
 
 /// One award period exactly as configured in TOML (RULES.md).
 #[derive(Clone, Debug, Deserialize, PartialEq)]
@@ -35,6 +36,28 @@ pub struct AwardPeriod {
     /// The Supercashback prize.
     #[serde(with = "rust_decimal::serde::str")]
     pub supercashback_prize: Decimal,
+}
+
+impl AwardPeriod {
+    /// A period `start..=end` (Europe/Rome dates) with the numbers of the
+    /// 2021 programme (RULES.md): 10% up to 15.00 EUR a payment, 150.00 EUR
+    /// payable from 50 payments, 10 days of grace, 100,000 winners of
+    /// 1500.00 EUR. For demos, benchmarks and tests.
+    pub fn with_2021_rules(id: &str, start: NaiveDate, end: NaiveDate) -> AwardPeriod {
+        let money = |s: &str| Decimal::from_str(s).expect("a decimal literal");
+        AwardPeriod {
+            id: id.into(),
+            start,
+            end,
+            grace_days: 10,
+            min_transactions: 50,
+            cashback_rate: money("0.10"),
+            max_cashback_per_transaction: money("15.00"),
+            max_cashback: money("150.00"),
+            supercashback_winners: 100_000,
+            supercashback_prize: money("1500.00"),
+        }
+    }
 }
 
 /// Index of a period in the configured list; small so that it packs into
@@ -197,22 +220,14 @@ impl Periods {
 #[cfg(test)]
 pub(crate) mod tests {
     use super::*;
-    use std::str::FromStr;
 
     /// A period with the 2021 rules between two dates.
     pub fn period(id: &str, start: &str, end: &str) -> AwardPeriod {
-        AwardPeriod {
-            id: id.into(),
-            start: NaiveDate::from_str(start).unwrap(),
-            end: NaiveDate::from_str(end).unwrap(),
-            grace_days: 10,
-            min_transactions: 50,
-            cashback_rate: Decimal::from_str("0.10").unwrap(),
-            max_cashback_per_transaction: Decimal::from_str("15.00").unwrap(),
-            max_cashback: Decimal::from_str("150.00").unwrap(),
-            supercashback_winners: 100_000,
-            supercashback_prize: Decimal::from_str("1500.00").unwrap(),
-        }
+        AwardPeriod::with_2021_rules(
+            id,
+            NaiveDate::from_str(start).unwrap(),
+            NaiveDate::from_str(end).unwrap(),
+        )
     }
 
     fn ts(s: &str) -> Timestamp {

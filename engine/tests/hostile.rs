@@ -24,21 +24,8 @@ fn ts(s: &str) -> Timestamp {
 }
 
 fn periods() -> Arc<Periods> {
-    Arc::new(
-        Periods::new(vec![AwardPeriod {
-            id: "2021H1".into(),
-            start: "2021-01-01".parse().unwrap(),
-            end: "2021-06-30".parse().unwrap(),
-            grace_days: 10,
-            min_transactions: 50,
-            cashback_rate: "0.10".parse().unwrap(),
-            max_cashback_per_transaction: "15.00".parse().unwrap(),
-            max_cashback: "150.00".parse().unwrap(),
-            supercashback_winners: 100_000,
-            supercashback_prize: "1500.00".parse().unwrap(),
-        }])
-        .unwrap(),
-    )
+    let (start, end) = ("2021-01-01".parse().unwrap(), "2021-06-30".parse().unwrap());
+    Arc::new(Periods::new(vec![AwardPeriod::with_2021_rules("2021H1", start, end)]).unwrap())
 }
 
 fn card(n: u32) -> String {
