@@ -299,6 +299,10 @@ fn refresh(progress: &Progress, max_lag: u64) {
     metrics::gauge!("cashback_log_replayed").set(flag(progress.replayed.load(Relaxed)));
     metrics::gauge!("cashback_healthy").set(flag(healthy(progress, max_lag)));
     metrics::gauge!("cashback_enrolled_citizens").set(progress.citizens.load(Relaxed) as f64);
+    // From the pipeline's own counter at each scrape: no registry lookup
+    // per message on the hot path.
+    metrics::counter!("cashback_authorizations_read_total")
+        .absolute(progress.authorizations.load(Relaxed));
 }
 
 /// Polls the actors every second for the series only they know: the ranking

@@ -313,7 +313,6 @@ impl Pipeline {
         decoded: Result<Authorization, Rejection>,
     ) -> Result<()> {
         self.progress.authorizations.fetch_add(1, Relaxed);
-        metrics::counter!("cashback_authorizations_read_total").increment(1);
         let auth = match decoded {
             Ok(a) => a,
             Err(rejection) => {
