@@ -221,8 +221,8 @@ impl Handler<LookupCitizen> for CitizenShard {
         let found = self
             .ledgers
             .get(&q.partition)
-            .and_then(|l| l.citizen_by_id(&q.citizen_id))
-            .map(|c| Lookup::Found(c.facts.clone(), c.standing(q.period)));
+            .and_then(|l| l.citizen_by_id(&q.citizen_id, q.period))
+            .map(|(facts, standing)| Lookup::Found(facts, standing));
         MessageResult(found.unwrap_or(Lookup::Unknown))
     }
 }
@@ -237,9 +237,9 @@ impl Handler<LookupMany> for CitizenShard {
                 .map(|(partition, idx, period)| {
                     self.ledgers
                         .get(&partition)
-                        .and_then(|l| l.citizen(idx))
-                        .map_or(Lookup::Unknown, |c| {
-                            Lookup::Found(c.facts.clone(), c.standing(period))
+                        .and_then(|l| l.citizen(idx, period))
+                        .map_or(Lookup::Unknown, |(facts, standing)| {
+                            Lookup::Found(facts, standing)
                         })
                 })
                 .collect(),

@@ -143,11 +143,15 @@ fn main() {
         .collect();
     let broker = Timestamp::from_unix_nanos(bench::NOW_SECS as i128 * 1_000_000_000);
     let mut home = Vec::with_capacity(citizens);
+    // The id and IBAN strings' heap (Arc header + text), to show the
+    // summary's share apart from what any representation must store.
+    let mut string_bytes = 0usize;
     for idx in 0..citizens as u32 {
         let id = format!("{:016x}", bench::mix(idx as u64));
         let p = partition_of(&id, partitions);
         home.push(p);
         let iban = format!("IT60X0542811101{:012}", idx);
+        string_bytes += 2 * 16 + id.len() + iban.len();
         let facts = CitizenFacts {
             idx,
             id: id.into(),
@@ -282,8 +286,17 @@ fn main() {
         (payment_bytes - sizes.payment_buffer_bytes) as f64 / sizes.cards as f64
     );
     println!(
-        "| heap per citizen (state, id and IBAN strings, id index), before payments | {:.1} B |",
+        "| `size_of::<CitizenSummary>()` (counts, cashback, last payment, T&C time, 2 periods) | {} B |",
+        std::mem::size_of::<cashback_engine::summary::CitizenSummary>()
+    );
+    println!(
+        "| heap per citizen (summary, identity, id and IBAN strings, indexes), before payments | {:.1} B |",
         citizen_bytes as f64 / n
+    );
+    println!(
+        "| of which the id and IBAN strings ({:.0} characters per citizen here) | {:.1} B |",
+        (string_bytes as f64 / n) - 32.0,
+        string_bytes as f64 / n
     );
     println!(
         "| whole ledger heap, live | {} |",

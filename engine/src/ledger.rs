@@ -18,10 +18,11 @@ use crate::item::{
 use crate::money::score;
 use crate::period::{PeriodIdx, Periods};
 use crate::reason::{Reason, Rejection};
+use crate::summary::Citizens;
 use crate::time::Timestamp;
 use rust_decimal::Decimal;
 use smallvec::SmallVec;
-use std::collections::{BTreeSet, HashMap, VecDeque};
+use std::collections::{BTreeSet, VecDeque};
 use std::sync::Arc;
 
 /// A citizen's totals in one period.
@@ -33,26 +34,6 @@ pub struct Standing {
     pub cashback: Decimal,
     /// Latest `trx_date` among the payments that counted; never moved back.
     pub last_trx: Option<Timestamp>,
-}
-
-/// A citizen of this partition.
-#[derive(Clone, Debug, serde::Serialize, serde::Deserialize)]
-pub struct CitizenState {
-    /// Identity and status as the directory last reported them.
-    pub facts: CitizenFacts,
-    /// Totals per period; most citizens have one or two periods.
-    pub standings: SmallVec<[(PeriodIdx, Standing); 2]>,
-}
-
-impl CitizenState {
-    /// The totals in `period` (zero when nothing counted there).
-    pub fn standing(&self, period: PeriodIdx) -> Standing {
-        self.standings
-            .iter()
-            .find(|(p, _)| *p == period)
-            .map(|(_, s)| s.clone())
-            .unwrap_or_default()
-    }
 }
 
 /// One payment kept for reversal matching and for the statement, packed into
@@ -263,11 +244,8 @@ pub struct Ledger {
     periods: Arc<Periods>,
     /// How long a reversal may wait for its payment, in seconds.
     park_secs: i64,
-    /// Citizens of this partition.
-    citizens: FastMap<CitizenIdx, CitizenState>,
-    /// citizen_id -> number, for queries (derived).
-    #[serde(skip)]
-    by_id: HashMap<Arc<str>, CitizenIdx>,
+    /// Citizens of this partition, a 64-byte summary each.
+    citizens: Citizens,
     /// Cards anchored in this partition -> their number here, the index of
     /// their book in `books`. A u32 number lets indexes and the side table
     /// name a card in 4 bytes instead of its 32-byte hash.
@@ -300,8 +278,7 @@ impl Ledger {
             partition,
             periods,
             park_secs: park_days as i64 * 86_400,
-            citizens: FastMap::default(),
-            by_id: HashMap::new(),
+            citizens: Citizens::default(),
             cards: FastMap::default(),
             books: Vec::new(),
             acquirers: Vec::new(),
@@ -356,14 +333,23 @@ impl Ledger {
         }
     }
 
-    /// The citizen numbered `idx`, if held here.
-    pub fn citizen(&self, idx: CitizenIdx) -> Option<&CitizenState> {
-        self.citizens.get(&idx)
+    /// The facts and the totals in `period` of the citizen numbered `idx`,
+    /// if held here.
+    pub fn citizen(&self, idx: CitizenIdx, period: PeriodIdx) -> Option<(CitizenFacts, Standing)> {
+        Some((
+            self.citizens.facts(idx)?,
+            self.citizens.standing(idx, period)?,
+        ))
     }
 
-    /// The citizen with this id, if held here.
-    pub fn citizen_by_id(&self, id: &str) -> Option<&CitizenState> {
-        self.by_id.get(id).and_then(|idx| self.citizens.get(idx))
+    /// The same, for the citizen with this public id.
+    pub fn citizen_by_id(&self, id: &str, period: PeriodIdx) -> Option<(CitizenFacts, Standing)> {
+        self.citizen(self.citizens.idx_by_id(id)?, period)
+    }
+
+    /// The citizens held here (for the state benchmark's figures).
+    pub fn citizens(&self) -> &Citizens {
+        &self.citizens
     }
 
     /// A card's book, if anchored here.
@@ -510,22 +496,22 @@ impl Ledger {
     ) {
         let mut seen: crate::fasthash::FastSet<(CitizenIdx, PeriodIdx)> = Default::default();
         for (idx, period) in changed {
-            let Some(c) = self.citizens.get(&idx) else {
+            let Some(facts) = self.citizens.facts(idx) else {
                 continue;
             };
             let periods: SmallVec<[PeriodIdx; 2]> = match period {
                 Some(p) => smallvec::smallvec![p],
-                None => c.standings.iter().map(|(p, _)| *p).collect(),
+                None => self.citizens.periods(idx),
             };
             for p in periods {
                 if seen.insert((idx, p)) {
                     out.push(StandingChange {
                         citizen: idx,
                         period: p,
-                        id: c.facts.id.clone(),
-                        tc_accepted_at: c.facts.tc_accepted_at,
-                        withdrawn: c.facts.withdrawn,
-                        standing: c.standing(p),
+                        id: facts.id.clone(),
+                        tc_accepted_at: facts.tc_accepted_at,
+                        withdrawn: facts.withdrawn,
+                        standing: self.citizens.standing(idx, p).unwrap_or_default(),
                     });
                 }
             }
@@ -572,7 +558,7 @@ impl Ledger {
 
     /// Every citizen's standing in every period, to rebuild the ranking.
     pub fn all_standings(&self, out: &mut Vec<StandingChange>) {
-        self.standing_changes(self.citizens.keys().map(|idx| (*idx, None)), out);
+        self.standing_changes(self.citizens.numbers().map(|idx| (idx, None)), out);
     }
 
     /// Rebuilds what is derived from the primary state (the expiry, id,
@@ -590,11 +576,7 @@ impl Ledger {
                     .map(|r| (r.broker_time.plus_secs(self.park_secs), r.seq, *h))
             })
             .collect();
-        self.by_id = self
-            .citizens
-            .iter()
-            .map(|(idx, c)| (c.facts.id.clone(), *idx))
-            .collect();
+        self.citizens.rebuild_indexes();
         self.acquirer_no = self
             .acquirers
             .iter()
@@ -616,39 +598,23 @@ impl Ledger {
         if facts.withdrawn {
             report.changed.push((self.partition, facts.idx, None));
         }
-        self.by_id.insert(facts.id.clone(), facts.idx);
-        self.citizens
-            .entry(facts.idx)
-            .and_modify(|c| c.facts = facts.clone())
-            .or_insert_with(|| CitizenState {
-                facts: facts.clone(),
-                standings: SmallVec::new(),
-            });
+        self.citizens.upsert(facts);
     }
 
     /// Adds a credit to a citizen held here, or passes it on.
     fn credit(&mut self, c: Credit, report: &mut Report) {
-        let Some(citizen) = self.citizens.get_mut(&c.citizen) else {
+        let held = self.citizens.update(c.citizen, c.period, |standing| {
+            standing.count = (standing.count as i64 + c.count as i64).max(0) as u32;
+            standing.cashback += c.cashback;
+            if let Some(t) = c.trx_date {
+                standing.last_trx = Some(standing.last_trx.map_or(t, |l| l.max(t)));
+            }
+        });
+        if !held {
             report.credits.push(c);
             return;
-        };
-        let standing = match citizen
-            .standings
-            .iter_mut()
-            .position(|(p, _)| *p == c.period)
-        {
-            Some(i) => &mut citizen.standings[i].1,
-            None => {
-                citizen.standings.push((c.period, Standing::default()));
-                &mut citizen.standings.last_mut().expect("just pushed").1
-            }
-        };
-        standing.count = (standing.count as i64 + c.count as i64).max(0) as u32;
-        standing.cashback += c.cashback;
-        report.accrue(c.period, c.cashback);
-        if let Some(t) = c.trx_date {
-            standing.last_trx = Some(standing.last_trx.map_or(t, |l| l.max(t)));
         }
+        report.accrue(c.period, c.cashback);
         report
             .changed
             .push((self.partition, c.citizen, Some(c.period)));
@@ -1091,7 +1057,7 @@ mod tests {
             payment(2, 0, "2021-03-02T10:00:00Z", 1_000, Some(43)),
         );
         assert_eq!(l.payment_count(), (2, 1));
-        let cashback = |l: &Ledger| l.citizen(0).unwrap().standing(0).cashback.to_string();
+        let cashback = |l: &Ledger| l.citizen(0, 0).unwrap().1.cashback.to_string();
         assert_eq!(cashback(&l), "16.00"); // 15.00 (capped) + 1.00
                                            // Partial reversal of the big one: still far above the cap.
         let r = run(&mut l, reversal(3, big - 100, Some(42), 0));
@@ -1109,7 +1075,7 @@ mod tests {
         let r = run(&mut l, reversal(5, 100, None, terminal));
         assert_eq!(r.reversals_applied, 1);
         assert_eq!(lines(&l, 0, 0), vec![(1, big, 0), (2, 1_000, 1_000)]);
-        assert_eq!(l.citizen(0).unwrap().standing(0).count, 1);
+        assert_eq!(l.citizen(0, 0).unwrap().1.count, 1);
         // And it all survives a snapshot.
         let bytes = crate::snapshot::encode_ledger(&l);
         let back = crate::snapshot::decode_ledger(&bytes, l.periods.clone()).unwrap();
@@ -1138,8 +1104,8 @@ mod tests {
         // A reversal of the first owner's late payment credits them.
         let r = run(&mut l, reversal(6, 700, Some(3), 0));
         assert_eq!(r.reversals_applied, 1);
-        assert_eq!(l.citizen(0).unwrap().standing(0).count, 1);
-        assert_eq!(l.citizen(1).unwrap().standing(0).count, 2);
+        assert_eq!(l.citizen(0, 0).unwrap().1.count, 1);
+        assert_eq!(l.citizen(1, 0).unwrap().1.count, 2);
         // Rebuilt indexes (a supervised restart) answer the same.
         let before = (lines(&l, 0, 0), lines(&l, 1, 0), lines(&l, 1, 1));
         l.rebuild_indexes();

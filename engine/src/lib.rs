@@ -21,6 +21,7 @@ pub mod rank;
 pub mod reason;
 pub mod router;
 pub mod snapshot;
+pub mod summary;
 pub mod time;
 
 pub use rust_decimal::Decimal;

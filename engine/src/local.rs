@@ -78,8 +78,8 @@ impl LocalEngine {
         let partition = self.router.directory().citizen(idx).partition;
         let p = self.ledgers.first().map(|l| l.periods().by_id(period))??;
         self.ledgers[partition as usize]
-            .citizen_by_id(citizen_id)
-            .map(|c| c.standing(p))
+            .citizen_by_id(citizen_id, p)
+            .map(|(_, standing)| standing)
     }
 
     fn advance(&mut self, at: Position) {

@@ -17,7 +17,8 @@ use std::sync::Arc;
 
 /// Bumped whenever the encoding of any state changes. 2: packed 32-byte
 /// payment records, card numbers, owner runs, interned acquirers, spills.
-pub const FORMAT: u32 = 2;
+/// 3: 64-byte citizen summaries (`summary::Citizens`).
+pub const FORMAT: u32 = 3;
 
 /// What a snapshot says about itself.
 #[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
