@@ -9,7 +9,9 @@
 //! `runs` times, alternating, and the best of each is reported so that a
 //! passing disturbance on a shared machine penalises neither side.
 
-use crate::common::{prepublish, scale_counts, verdict, Harness, Options, Report, BENCH_COMMAND};
+use crate::common::{
+    prepublish, scale_counts, verdict, Engine, Harness, Options, Report, BENCH_COMMAND,
+};
 use anyhow::Result;
 use async_nats::jetstream::{self, consumer};
 use cashback::config::Config;
@@ -29,6 +31,10 @@ pub struct Args {
     /// Runs of each side; the best is reported.
     #[arg(long, default_value_t = 2)]
     pub runs: usize,
+    /// Also run the engine with a snapshot every this many seconds, in the
+    /// same run, to measure what snapshotting costs a catch-up (0: skip).
+    #[arg(long, default_value_t = 5)]
+    pub snapshot_secs: u64,
 }
 
 impl Options for Args {
@@ -38,8 +44,8 @@ impl Options for Args {
 
     fn command(&self) -> String {
         format!(
-            "{BENCH_COMMAND} catchup --count {} --citizens {} --runs {}",
-            self.count, self.citizens, self.runs
+            "{BENCH_COMMAND} catchup --count {} --citizens {} --runs {} --snapshot-secs {}",
+            self.count, self.citizens, self.runs, self.snapshot_secs
         )
     }
 }
@@ -90,18 +96,28 @@ pub async fn run(args: &Args) -> Result<Report> {
     let publish_rate = last as f64 / t.elapsed().as_secs_f64();
     eprintln!("catchup: stream holds {last} messages ({publish_rate:.0}/s published)");
 
-    let (mut raw, mut engine) = (Vec::new(), Vec::new());
+    let (mut raw, mut engine, mut snapshotting) = (Vec::new(), Vec::new(), Vec::new());
+    let mut snapshots_taken = Vec::new();
     for run in 0..args.runs.max(1) {
         let r = raw_consume(&h.js, last).await?;
         eprintln!("catchup: run {run}: raw {:.2} s", r.as_secs_f64());
         raw.push(r);
-        let started = Instant::now();
-        let e = h.engine()?;
-        e.wait_applied(last).await?;
-        let took = started.elapsed();
-        e.stop()?;
+        h.clear_snapshots().await;
+        let (took, _) = timed_catch_up(h.engine()?, last).await?;
         eprintln!("catchup: run {run}: engine {:.2} s", took.as_secs_f64());
         engine.push(took);
+        if args.snapshot_secs > 0 {
+            h.clear_snapshots().await;
+            let (took, taken) =
+                timed_catch_up(h.engine_snapshotting(args.snapshot_secs)?, last).await?;
+            eprintln!(
+                "catchup: run {run}: engine with snapshots every {} s {:.2} s ({taken} snapshots)",
+                args.snapshot_secs,
+                took.as_secs_f64()
+            );
+            snapshotting.push(took);
+            snapshots_taken.push(taken);
+        }
     }
     let best = |v: &[Duration]| v.iter().min().copied().unwrap_or_default();
     let raw_rate = last as f64 / best(&raw).as_secs_f64();
@@ -109,22 +125,56 @@ pub async fn run(args: &Args) -> Result<Report> {
     let ratio = engine_rate / raw_rate;
     let citizens = args.citizens;
     let count = args.count;
+    let mut table = format!(
+        "| figure | engine | raw reference (same stream, same run) | ratio | goal |\n\
+         |---|---|---|---|---|\n\
+         | messages/s, stream start to last applied | {engine_rate:.0} | {raw_rate:.0} (ordered consumer, borrowed decode) | {ratio:.2} | >= 0.80: {} |",
+        verdict(ratio >= 0.8)
+    );
+    if !snapshotting.is_empty() {
+        let with_rate = last as f64 / best(&snapshotting).as_secs_f64();
+        let (fewest, most) = (
+            snapshots_taken.iter().min().copied().unwrap_or(0),
+            snapshots_taken.iter().max().copied().unwrap_or(0),
+        );
+        table.push_str(&format!(
+            "\n| messages/s with a snapshot every {} s ({fewest}-{most} snapshots stored during a run) | {with_rate:.0} | {engine_rate:.0} (the engine without snapshots, above) | {:.2} | (issue 4: measure the cost) |",
+            args.snapshot_secs,
+            with_rate / engine_rate
+        ));
+    }
     Ok(Report {
         title: "Catch-up".into(),
         command: args.command(),
         setup: format!(
             "The stream holds {last} messages: {citizens} citizens' enrollment journal entries (1-4 cards each), then {count} \
              simulator authorizations (payments, ~2% reversals, ~0.5% duplicates, late batches, ~0.1% malformed). \
-             Each side timed from its start (the engine: process spawn) to the last message applied or read; best of {} runs each, alternating.",
+             Each side timed from its start (the engine: process spawn) to the last message applied or read; best of {} runs each, alternating. \
+             Every engine run starts with no snapshot stored, so each replays the whole stream; snapshots are stored in the \
+             object store of the same nats-server, without purging the stream.",
             args.runs.max(1)
         ),
-        table: format!(
-            "| figure | engine | raw reference (same stream, same run) | ratio | goal |\n\
-             |---|---|---|---|---|\n\
-             | messages/s, stream start to last applied | {engine_rate:.0} | {raw_rate:.0} (ordered consumer, borrowed decode) | {ratio:.2} | >= 0.80: {} |",
-            verdict(ratio >= 0.8)
-        ),
+        table,
     })
+}
+
+/// Times `engine` from its spawn to having applied `last`, and counts the
+/// snapshots it stored meanwhile (from its own metrics).
+async fn timed_catch_up(engine: Engine, last: u64) -> Result<(Duration, u64)> {
+    let started = Instant::now();
+    engine.wait_applied(last).await?;
+    let took = started.elapsed();
+    let taken = engine
+        .metrics()
+        .await
+        .and_then(|text| {
+            text.lines()
+                .find(|l| l.starts_with("cashback_snapshot_duration_seconds_count"))
+                .and_then(|l| l.split_whitespace().last()?.parse::<f64>().ok())
+        })
+        .unwrap_or(0.0) as u64;
+    engine.stop()?;
+    Ok((took, taken))
 }
 
 /// Raw: an ordered consumer from the stream's start, a borrowed decode of

@@ -202,7 +202,7 @@ impl Harness {
         let js = jetstream::new(client.clone());
         let subjects = Subjects::new("cashback");
         ensure_stream(&js, &Config::default(), &subjects).await?;
-        let config = bench_config(dir.path())?;
+        let config = bench_config(dir.path(), 0)?;
         Ok(Harness {
             _dir: dir,
             server,
@@ -216,6 +216,25 @@ impl Harness {
     /// Starts the engine on this server.
     pub fn engine(&self) -> Result<Engine> {
         Engine::spawn(self.server.url(), &self.config)
+    }
+
+    /// Deletes every snapshot an earlier engine of this run stored, so that
+    /// the next one replays the whole log (an engine restores a snapshot it
+    /// finds, whatever its own snapshot interval).
+    pub async fn clear_snapshots(&self) {
+        let bucket = format!("{}_SNAPSHOTS", Config::default().stream_name);
+        // Absent before the first snapshot: nothing to delete.
+        let _ = self.js.delete_object_store(&bucket).await;
+    }
+
+    /// Starts the engine with snapshots every `every_secs` seconds and no
+    /// purge (the stream must stay whole for the next run).
+    pub fn engine_snapshotting(&self, every_secs: u64) -> Result<Engine> {
+        let config = bench_config(
+            self.config.parent().expect("written in the temp dir"),
+            every_secs,
+        )?;
+        Engine::spawn(self.server.url(), &config)
     }
 
     /// A publisher on the benchmark's connection.
@@ -245,15 +264,16 @@ impl Harness {
 }
 
 /// A configuration whose single period contains today (so the simulator's
-/// payments, dated the last hour or two days, count), with snapshots off:
-/// a snapshot at shutdown followed by a purge would make the next engine of
-/// the same run restore instead of replaying, and its work would not be
-/// measured.
-fn bench_config(dir: &Path) -> Result<PathBuf> {
+/// payments, dated the last hour or two days, count), with snapshots every
+/// `snapshot_secs` (0: off) and never a purge: a purge would make the next
+/// engine of the same run restore instead of replaying, and its work would
+/// not be measured.
+fn bench_config(dir: &Path, snapshot_secs: u64) -> Result<PathBuf> {
     let today = Timestamp::now().rome_date();
     let toml = format!(
         r#"
-snapshot_interval_secs = 0
+snapshot_interval_secs = {snapshot_secs}
+purge_after_snapshot = false
 
 [[periods]]
 id = "BENCH"
@@ -270,7 +290,7 @@ supercashback_prize = "1500.00"
         today - chrono::Days::new(90),
         today + chrono::Days::new(90)
     );
-    let path = dir.join("bench.toml");
+    let path = dir.join(format!("bench-snapshots-{snapshot_secs}.toml"));
     std::fs::write(&path, toml)?;
     Ok(path)
 }
