@@ -132,6 +132,7 @@ async fn serve(config: Config, options: ServeOptions) -> Result<()> {
     let snapshot_store = crate::snapshots::SnapshotStore::open(&js, &config.stream_name).await?;
     let restored =
         crate::restore::load(&snapshot_store, fingerprint, &periods, config.shards).await?;
+    refuse_a_gap(&stream, restored.seq).await?;
     let mut shard_ledgers = restored.shard_ledgers;
     let shards: Vec<_> = (0..config.shards)
         .map(|i| {
@@ -304,4 +305,30 @@ async fn wait_for_signal() {
         _ = tokio::signal::ctrl_c() => {}
         _ = term.recv() => {}
     }
+}
+
+/// Refuses to start from a state that does not reach the stream's first
+/// message: the messages in between were purged (after a snapshot this
+/// engine can no longer read: another snapshot format or configuration), so
+/// replaying what is left would silently lose their effects. Better no
+/// engine than a wrong one; the operator restores a usable snapshot or the
+/// configuration it was taken under.
+async fn refuse_a_gap(stream: &jetstream::stream::Stream, state_seq: u64) -> Result<()> {
+    let first = stream
+        .get_info()
+        .await
+        .context("cannot read the stream's state")?
+        .state
+        .first_sequence;
+    if first > state_seq + 1 {
+        anyhow::bail!(
+            "the stream starts at sequence {first}, but the state this engine can load ends at {state_seq} \
+             ({}): messages {}..={} were purged and would be lost. Start the build and configuration that \
+             wrote the newest snapshot (see the warnings above for why it was not used), or restore a snapshot",
+            if state_seq == 0 { "no usable snapshot" } else { "the newest usable snapshot" },
+            state_seq + 1,
+            first - 1
+        );
+    }
+    Ok(())
 }

@@ -277,3 +277,71 @@ async fn a_resend_after_the_dedup_window_counts_once() {
     h.caught_up().await;
     assert_eq!(h.query("w", "CUR").await["transaction_count"], json!(1));
 }
+
+/// A snapshot this engine cannot use (here: taken under another reversal
+/// parking, so another configuration fingerprint) after the stream was
+/// purged: replaying what is left would lose the purged messages, so the
+/// engine refuses to start and says why, instead of serving a wrong state.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn an_unusable_snapshot_after_a_purge_stops_the_start_instead_of_losing_state() {
+    let purging = |park_days| {
+        format!(
+            "snapshot_interval_secs = 3600\npurge_after_snapshot = true\n{}",
+            config_toml(park_days)
+        )
+    };
+    let mut h = Harness::start(&purging(30)).await;
+    h.citizen("p", &at(-40, 0)).await;
+    h.card("p", &hpan(9), &at(-30, 0)).await;
+    h.publish(&payment(&hpan(9), "purged-1", &at(0, -60), 1000))
+        .await;
+    h.caught_up().await;
+    // The clean stop stores a snapshot, then purges what it holds.
+    assert_eq!(h.stop_engine(), Some(0));
+    let mut stream = h.js.get_stream("CASHBACK").await.unwrap();
+    let state = stream.info().await.unwrap().state.clone();
+    assert!(
+        state.first_sequence > 1,
+        "the stop's snapshot purged the stream: {state:?}"
+    );
+
+    // Same configuration: it restores and still knows the payment.
+    h.start_engine().await;
+    h.caught_up().await;
+    assert_eq!(h.query("p", "CUR").await["transaction_count"], json!(1));
+    assert_eq!(h.stop_engine(), Some(0));
+
+    // Another configuration: the snapshot does not apply, and the purged
+    // messages cannot be replayed.
+    std::fs::write(&h.config, purging(31)).unwrap();
+    let log_path = h.dir.path().join("refused.log");
+    let log_file = std::fs::File::create(&log_path).unwrap();
+    let mut child = std::process::Command::new(env!("CARGO_BIN_EXE_cashback"))
+        .args(["serve", "--config"])
+        .arg(&h.config)
+        .args(["--nats-url", h.nats.url()])
+        .env("CASHBACK_METRICS_LISTEN", "127.0.0.1:0")
+        .stdout(log_file.try_clone().unwrap())
+        .stderr(log_file)
+        .spawn()
+        .expect("run the engine");
+    let deadline = std::time::Instant::now() + Duration::from_secs(60);
+    let status = loop {
+        if let Some(status) = child.try_wait().unwrap() {
+            break Some(status);
+        }
+        if std::time::Instant::now() > deadline {
+            let _ = child.kill();
+            let _ = child.wait();
+            break None;
+        }
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    };
+    let log = std::fs::read_to_string(&log_path).unwrap_or_default();
+    let status = status.unwrap_or_else(|| panic!("it must not start; it ran; log:\n{log}"));
+    assert!(!status.success(), "it must not start; log:\n{log}");
+    assert!(
+        log.contains("were purged and would be lost"),
+        "it says why; log:\n{log}"
+    );
+}
