@@ -176,13 +176,17 @@ impl Pipeline {
         }
         self.flush();
         self.settle_all().await?;
+        // Every shard encodes on its own thread at once, and the router
+        // here meanwhile: intake waits for the slowest, not for the sum.
+        let asked: Vec<_> = self
+            .shards
+            .iter()
+            .map(|shard| shard.send(cashback_actors::TakeSnapshot))
+            .collect();
+        let router = cashback_engine::snapshot::encode_router(&self.router);
         let mut ledgers = Vec::new();
-        for shard in &self.shards {
-            let mut part = shard
-                .send(cashback_actors::TakeSnapshot)
-                .await
-                .map_err(mailbox_failure)?;
-            ledgers.append(&mut part);
+        for part in futures::future::join_all(asked).await {
+            ledgers.append(&mut part.map_err(mailbox_failure)?);
         }
         let snapshotter = self.snapshots.as_mut().expect("checked above");
         let snapshot = cashback_engine::snapshot::Snapshot {
@@ -192,7 +196,7 @@ impl Pipeline {
                 fingerprint: snapshotter.fingerprint,
                 taken_at: Timestamp::now(),
             },
-            router: cashback_engine::snapshot::encode_router(&self.router),
+            router,
             ledgers,
         };
         snapshotter.store(snapshot, self.stream.clone(), wait).await
