@@ -70,6 +70,11 @@ pub fn install() -> Result<PrometheusHandle> {
             SNAPSHOT_BUCKETS,
         )
         .context("histogram buckets")?
+        .set_buckets_for_metric(
+            Matcher::Full("cashback_snapshot_pause_seconds".into()),
+            SNAPSHOT_BUCKETS,
+        )
+        .context("histogram buckets")?
         .build_recorder();
     let handle = recorder.handle();
     metrics::set_global_recorder(recorder).context("a metrics recorder is already installed")?;
@@ -197,6 +202,11 @@ fn describe() {
         "cashback_snapshot_duration_seconds",
         Unit::Seconds,
         "Time to write one snapshot to the JetStream object store (serialize and upload), after the shards encoded their ledgers"
+    );
+    describe_histogram!(
+        "cashback_snapshot_pause_seconds",
+        Unit::Seconds,
+        "Time intake stands still for one snapshot: settling what is in flight and the shards and router encoding their state"
     );
     describe_gauge!(
         "cashback_snapshot_bytes",

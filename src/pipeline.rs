@@ -174,6 +174,7 @@ impl Pipeline {
         if !due {
             return Ok(());
         }
+        let paused = std::time::Instant::now();
         self.flush();
         self.settle_all().await?;
         // Every shard encodes on its own thread at once, and the router
@@ -188,6 +189,8 @@ impl Pipeline {
         for part in futures::future::join_all(asked).await {
             ledgers.append(&mut part.map_err(mailbox_failure)?);
         }
+        metrics::histogram!("cashback_snapshot_pause_seconds")
+            .record(paused.elapsed().as_secs_f64());
         let snapshotter = self.snapshots.as_mut().expect("checked above");
         let snapshot = cashback_engine::snapshot::Snapshot {
             header: cashback_engine::snapshot::Header {

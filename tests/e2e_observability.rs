@@ -577,6 +577,7 @@ async fn prometheus_scrapes_the_engine_and_every_dashboard_query_returns_data() 
         "cashback_enrollment_latency_seconds",
         "cashback_query_latency_seconds",
         "cashback_snapshot_duration_seconds",
+        "cashback_snapshot_pause_seconds",
     ] {
         assert!(text.contains(&format!("# TYPE {h} histogram")), "{h} type");
         assert!(text.contains(&format!("{h}_bucket{{")), "{h} buckets");
