@@ -10,7 +10,6 @@ use anyhow::{Context, Result};
 use async_nats::jetstream::{self, object_store};
 use cashback_engine::snapshot::Snapshot;
 use futures::StreamExt;
-use tokio::io::AsyncReadExt;
 
 /// Snapshots kept: the newest, and one before it in case the newest is
 /// unreadable.
@@ -62,28 +61,13 @@ impl SnapshotStore {
         Ok(seqs)
     }
 
-    /// The newest snapshot that reads under this configuration, if any;
-    /// unreadable ones are reported and skipped.
-    pub async fn latest(&self, fingerprint: u64) -> Result<Option<Snapshot>> {
-        for seq in self.list().await? {
-            let mut bytes = Vec::new();
-            let read = async {
-                let mut object = self.store.get(name(seq)).await?;
-                object.read_to_end(&mut bytes).await?;
-                Ok::<_, anyhow::Error>(())
-            };
-            if let Err(e) = read.await {
-                tracing::warn!(seq, error = %e, "cannot read snapshot; trying an older one");
-                continue;
-            }
-            match Snapshot::from_bytes(&bytes, fingerprint) {
-                Ok(s) => return Ok(Some(s)),
-                Err(e) => {
-                    tracing::warn!(seq, error = %e, "snapshot not usable; trying an older one")
-                }
-            }
-        }
-        Ok(None)
+    /// The stored snapshot taken at `seq`, to be read as it arrives
+    /// (`restore` decodes it part by part; see `snapshot::read_parts`).
+    pub async fn get(&self, seq: u64) -> Result<object_store::Object> {
+        self.store
+            .get(name(seq))
+            .await
+            .with_context(|| format!("cannot open snapshot {seq}"))
     }
 
     /// Stores a snapshot and deletes all but the newest `KEEP`. Returns the
