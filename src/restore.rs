@@ -16,6 +16,7 @@ use async_nats::jetstream::object_store::Object;
 use bytes::{Bytes, BytesMut};
 use cashback_actors::ranking::{ApplyStandings, RankingAggregator};
 use cashback_actors::{AllStandings, CitizenShard};
+use cashback_engine::item::StandingChange;
 use cashback_engine::ledger::Ledger;
 use cashback_engine::period::Periods;
 use cashback_engine::router::Router;
@@ -247,16 +248,25 @@ pub async fn rebuild_ranking(
     progress: &crate::progress::Progress,
 ) -> Result<()> {
     let started = Instant::now();
-    for shard in shards {
-        let standings = shard.send(AllStandings).await?;
-        let accrued: Vec<_> = standings
-            .iter()
-            .map(|s| (s.period, s.standing.cashback))
-            .collect();
-        progress.accrue(&accrued);
-        if !standings.is_empty() {
-            ranking.send(ApplyStandings(standings)).await?;
-        }
+    // Every shard collects (and sorts) its standings at once, each on its
+    // own thread.
+    let asked: Vec<_> = shards.iter().map(|s| s.send(AllStandings)).collect();
+    let mut standings = Vec::new();
+    for answer in asked {
+        standings.extend(answer.await?);
+    }
+    let accrued: Vec<_> = standings
+        .iter()
+        .map(|s| (s.period, s.standing.cashback))
+        .collect();
+    progress.accrue(&accrued);
+    drop(accrued);
+    // The shards' runs are each sorted already: a stable sort merges them
+    // in linear time. Inserting in ranking order is what makes the rebuild
+    // fast (see `StandingChange::rank_hint`).
+    standings.sort_by_key(StandingChange::rank_hint);
+    if !standings.is_empty() {
+        ranking.send(ApplyStandings(standings)).await?;
     }
     metrics::gauge!("cashback_restore_seconds", "phase" => "ranking")
         .set(started.elapsed().as_secs_f64());
