@@ -8,6 +8,7 @@
 
 use anyhow::{Context, Result};
 use async_nats::jetstream::{self, object_store};
+use bytes::Bytes;
 use cashback_engine::snapshot::Snapshot;
 use futures::StreamExt;
 
@@ -72,9 +73,9 @@ impl SnapshotStore {
 
     /// Stores a snapshot and deletes all but the newest `KEEP`. Returns the
     /// sequence of the oldest snapshot kept (what the stream must retain).
-    pub async fn put(&self, seq: u64, bytes: Vec<u8>) -> Result<u64> {
+    pub async fn put(&self, seq: u64, segments: Vec<Bytes>) -> Result<u64> {
         self.store
-            .put(name(seq).as_str(), &mut bytes.as_slice())
+            .put(name(seq).as_str(), &mut Segments(segments.into()))
             .await
             .context("cannot store the snapshot")?;
         let seqs = self.list().await?;
@@ -84,6 +85,29 @@ impl SnapshotStore {
             }
         }
         Ok(seqs.iter().take(KEEP).copied().min().unwrap_or(seq))
+    }
+}
+
+/// A snapshot's segments read one after the other, for the object store's
+/// upload: what `Snapshot::to_bytes` would hold, without the copy.
+struct Segments(std::collections::VecDeque<Bytes>);
+
+impl tokio::io::AsyncRead for Segments {
+    fn poll_read(
+        mut self: std::pin::Pin<&mut Self>,
+        _: &mut std::task::Context<'_>,
+        buf: &mut tokio::io::ReadBuf<'_>,
+    ) -> std::task::Poll<std::io::Result<()>> {
+        while let Some(front) = self.0.front_mut() {
+            if front.is_empty() {
+                self.0.pop_front();
+                continue;
+            }
+            let n = front.len().min(buf.remaining());
+            buf.put_slice(&front.split_to(n));
+            break;
+        }
+        std::task::Poll::Ready(Ok(()))
     }
 }
 
@@ -129,9 +153,9 @@ impl Snapshotter {
         let (store, purge) = (self.store.clone(), self.purge);
         let started = std::time::Instant::now();
         let task = tokio::spawn(async move {
-            let bytes = snapshot.to_bytes();
-            let size = bytes.len();
-            let keep_from = store.put(seq, bytes).await?;
+            let segments = snapshot.into_segments();
+            let size: usize = segments.iter().map(Bytes::len).sum();
+            let keep_from = store.put(seq, segments).await?;
             metrics::histogram!("cashback_snapshot_duration_seconds")
                 .record(started.elapsed().as_secs_f64());
             metrics::gauge!("cashback_snapshot_bytes").set(size as f64);

@@ -82,6 +82,30 @@ impl Snapshot {
         bincode::serialize(self).expect("snapshots always encode")
     }
 
+    /// The same bytes as [`to_bytes`](Self::to_bytes), as segments to send
+    /// one after the other: the header and length prefixes, and the parts
+    /// themselves, moved rather than copied. Why: at the real programme's
+    /// scale `to_bytes` copied 5 GB (6.6 s, and a second copy of the
+    /// snapshot in memory) only for the upload to read it once.
+    pub fn into_segments(self) -> Vec<bytes::Bytes> {
+        let mut segments = Vec::with_capacity(2 * self.ledgers.len() + 3);
+        let mut prefix = bincode::serialize(&self.header).expect("headers always encode");
+        prefix.extend_from_slice(&(self.router.len() as u64).to_le_bytes());
+        segments.push(prefix.into());
+        segments.push(self.router.into());
+        let mut prefix = (self.ledgers.len() as u64).to_le_bytes().to_vec();
+        for (partition, bytes) in self.ledgers {
+            prefix.extend_from_slice(&partition.to_le_bytes());
+            prefix.extend_from_slice(&(bytes.len() as u64).to_le_bytes());
+            segments.push(std::mem::take(&mut prefix).into());
+            segments.push(bytes.into());
+        }
+        if !prefix.is_empty() {
+            segments.push(prefix.into());
+        }
+        segments
+    }
+
     /// Reads stored bytes; refuses another format or another configuration.
     pub fn from_bytes(bytes: &[u8], fingerprint: u64) -> Result<Snapshot, String> {
         let snap: Snapshot = bincode::deserialize(bytes).map_err(|e| e.to_string())?;
@@ -270,6 +294,19 @@ mod tests {
             ledgers: vec![(0, vec![]), (5, vec![4; 300]), (65535, vec![9])],
         };
         let bytes = snap.to_bytes();
+        let no_ledgers = Snapshot {
+            header: header(7),
+            router: vec![5],
+            ledgers: vec![],
+        };
+        for s in [&snap, &no_ledgers] {
+            let copy = Snapshot {
+                header: s.header.clone(),
+                router: s.router.clone(),
+                ledgers: s.ledgers.clone(),
+            };
+            assert_eq!(copy.into_segments().concat(), s.to_bytes());
+        }
         let mut parts = Vec::new();
         let read = read_parts(bytes.as_slice(), 7, |p| {
             parts.push(p);
