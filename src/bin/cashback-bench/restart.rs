@@ -17,10 +17,11 @@
 //! 2. It is encoded as the real [`Snapshot`], under the fingerprint that
 //!    `cashback serve` computes from the same configuration file: ledgers
 //!    on one thread per shard and the router beside them, as the engine
-//!    does, then assembled into the stored bytes. The state is dropped.
-//! 3. References in the same run: the decode of those bytes on one thread
-//!    (no download), and after the upload a plain download of the object
-//!    into memory (no decode).
+//!    does, then cut into the segments the upload sends (as the engine's
+//!    snapshotter does). The state is dropped.
+//! 3. References in the same run: the decode of every part on one thread
+//!    from memory (no download), and after the upload a plain download of
+//!    the object into memory (no decode).
 //! 4. The stream is made to look like a production stream purged up to the
 //!    snapshot (first sequence just after it), the snapshot stored with the
 //!    engine's [`SnapshotStore`], and the release engine spawned. The figure
@@ -42,7 +43,7 @@ use cashback_engine::period::Periods;
 use cashback_engine::rank::bench::{self as shape, Rng};
 use cashback_engine::rank::RankKey;
 use cashback_engine::router::Position;
-use cashback_engine::snapshot::{self, Header, Part, Snapshot, FORMAT};
+use cashback_engine::snapshot::{self, Header, Snapshot, FORMAT};
 use cashback_engine::time::Timestamp;
 use rust_decimal::Decimal;
 use std::cmp::Ordering;
@@ -357,26 +358,20 @@ fn encode_parts(e: &LocalEngine, shards: usize) -> Encoded {
     (router, ledgers, started.elapsed().as_secs_f64())
 }
 
-/// The reference decode: the stored bytes, part by part, on one thread;
-/// seconds in all and of which the router (the one part that cannot be
-/// spread over threads).
-fn decode_one_thread(bytes: &[u8], fingerprint: u64, periods: &Arc<Periods>) -> Result<(f64, f64)> {
+/// The reference decode: every part of the snapshot, on one thread, from
+/// memory; seconds in all and of which the router (the one part that
+/// cannot be spread over threads).
+fn decode_one_thread(snapshot: &Snapshot, periods: &Arc<Periods>) -> Result<(f64, f64)> {
     let started = Instant::now();
-    let mut ledgers = Vec::new();
-    let mut router = None;
-    let mut router_secs = 0.0;
-    snapshot::read_parts(bytes, fingerprint, |part| {
-        match part {
-            Part::Router(b) => {
-                let t = Instant::now();
-                router = Some(snapshot::decode_router(&b, periods.clone())?);
-                router_secs = t.elapsed().as_secs_f64();
-            }
-            Part::Ledger(_, b) => ledgers.push(snapshot::decode_ledger(&b, periods.clone())?),
-        }
-        Ok(())
-    })
-    .map_err(|e| anyhow::anyhow!(e))?;
+    let router = snapshot::decode_router(&snapshot.router, periods.clone())
+        .map_err(|e| anyhow::anyhow!(e))?;
+    let router_secs = started.elapsed().as_secs_f64();
+    let ledgers = snapshot
+        .ledgers
+        .iter()
+        .map(|(_, b)| snapshot::decode_ledger(b, periods.clone()))
+        .collect::<Result<Vec<_>, _>>()
+        .map_err(|e| anyhow::anyhow!(e))?;
     let secs = started.elapsed().as_secs_f64();
     drop((router, ledgers));
     Ok((secs, router_secs))
@@ -461,8 +456,7 @@ pub async fn run(args: &Args) -> Result<Report> {
     let (cards, counted, keys, build_secs) = (built.cards, built.counted, built.keys, built.secs);
     drop(built);
     release_freed_memory();
-    let started = Instant::now();
-    let bytes = Snapshot {
+    let snapshot = Snapshot {
         header: Header {
             format: FORMAT,
             seq,
@@ -471,16 +465,17 @@ pub async fn run(args: &Args) -> Result<Report> {
         },
         router,
         ledgers,
-    }
-    .to_bytes();
+    };
+    let (decode_secs, router_decode_secs) = decode_one_thread(&snapshot, &periods)?;
+    release_freed_memory();
+    let started = Instant::now();
+    let segments = snapshot.into_segments();
     let assemble_secs = started.elapsed().as_secs_f64();
-    let size = bytes.len();
+    let size: usize = segments.iter().map(bytes::Bytes::len).sum();
     eprintln!(
-        "restart: snapshot {:.2} GiB encoded in {encode_secs:.1} s + {assemble_secs:.1} s",
+        "restart: snapshot {:.2} GiB encoded in {encode_secs:.1} s",
         gib(size)
     );
-    let (decode_secs, router_decode_secs) = decode_one_thread(&bytes, fingerprint, &periods)?;
-    release_freed_memory();
     eprintln!("restart: one-thread decode {decode_secs:.1} s (router {router_decode_secs:.1} s)");
 
     let mut h = Harness::start().await?;
@@ -506,7 +501,7 @@ pub async fn run(args: &Args) -> Result<Report> {
     }
     let store = SnapshotStore::open(&h.js, &config.stream_name).await?;
     let started = Instant::now();
-    store.put(seq, bytes).await?;
+    store.put(seq, segments).await?;
     let upload_secs = started.elapsed().as_secs_f64();
     eprintln!("restart: uploaded in {upload_secs:.1} s");
 
@@ -573,11 +568,11 @@ pub async fn run(args: &Args) -> Result<Report> {
             "| figure | value | reference (same run) | goal |\n\
              |---|---|---|---|\n\
              | restart: spawn to first correct query reply | {ready_secs:.1} s | raw object download into memory {download_secs:.1} s; \
-             one-thread decode of the same bytes {decode_secs:.1} s (of which the router {router_decode_secs:.1} s) | <= {} s: {} |\n\
+             one-thread decode of the same parts {decode_secs:.1} s (of which the router {router_decode_secs:.1} s) | <= {} s: {} |\n\
              | engine's restore: download done / decode done (overlapped) / ranking rebuild | {download} / {decode} / {ranking} | | |\n\
              | engine RSS after restore (peak) | {:.1} GiB ({:.1} GiB) | nats-server peak {nats_rss} | |\n\
              | snapshot size | {:.2} GiB (router {:.2} GiB) | | |\n\
-             | snapshot encode: parts / assembled bytes | {encode_secs:.1} s / {assemble_secs:.1} s | | |\n\
+             | snapshot encode: parts / segments for the upload | {encode_secs:.1} s / {assemble_secs:.3} s | | |\n\
              | snapshot upload (`SnapshotStore::put`) | {upload_secs:.1} s | | |",
             GOAL.as_secs(),
             verdict(ready <= GOAL),
