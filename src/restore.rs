@@ -272,3 +272,77 @@ pub async fn rebuild_ranking(
         .set(started.elapsed().as_secs_f64());
     Ok(())
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use cashback_engine::local::LocalEngine;
+    use cashback_engine::period::AwardPeriod;
+    use cashback_engine::router::Position;
+    use cashback_engine::snapshot::{encode_ledger, encode_router, fingerprint, Snapshot, FORMAT};
+    use cashback_engine::time::Timestamp;
+
+    /// A small engine's snapshot bytes and its fingerprint.
+    fn stored(periods: &Arc<Periods>) -> (Vec<u8>, u64) {
+        let mut e = LocalEngine::new(4, periods.clone(), 30);
+        let at = Position {
+            seq: 1,
+            broker_time: Timestamp::parse_rfc3339("2021-03-10T00:00:00Z").unwrap(),
+        };
+        let cmd = cashback_engine::enrollment::EnrollCommand::from_journal(
+            br#"{"op":"citizen","citizen_id":"c","iban":"IT60X0542811101000000123456","tc_accepted_at":"2021-01-01T00:00:00Z"}"#,
+        )
+        .unwrap();
+        e.enroll(at, &cmd).unwrap();
+        let fp = fingerprint(periods, 4, 30);
+        let snap = Snapshot {
+            header: Header {
+                format: FORMAT,
+                seq: 1,
+                fingerprint: fp,
+                taken_at: Timestamp::now(),
+            },
+            router: encode_router(&e.router),
+            ledgers: e
+                .ledgers
+                .iter()
+                .map(|l| (l.partition(), encode_ledger(l)))
+                .collect(),
+        };
+        (snap.to_bytes(), fp)
+    }
+
+    /// `bytes` in chunks of `chunk`, then the end, as the download sends them.
+    fn reader(bytes: &[u8], chunk: usize) -> ChunkReader {
+        let (tx, rx) = mpsc::channel(bytes.len() / chunk + 2);
+        for c in bytes.chunks(chunk) {
+            tx.try_send(Ok(Bytes::copy_from_slice(c))).unwrap();
+        }
+        ChunkReader::new(rx)
+    }
+
+    #[test]
+    fn a_streamed_snapshot_decodes_whole_and_a_cut_or_foreign_one_is_refused() {
+        let (start, end) = ("2021-01-01".parse().unwrap(), "2021-06-30".parse().unwrap());
+        let periods =
+            Arc::new(Periods::new(vec![AwardPeriod::with_2021_rules("P", start, end)]).unwrap());
+        let (bytes, fp) = stored(&periods);
+        let (header, router, shards) = decode(reader(&bytes, 7), fp, periods.clone(), 2).unwrap();
+        assert_eq!(header.seq, 1);
+        assert!(router.directory().find("c").is_some());
+        assert_eq!(shards.iter().map(HashMap::len).sum::<usize>(), 4);
+        assert!(shards[0].keys().all(|p| p % 2 == 0));
+        let cut = &bytes[..bytes.len() - 1];
+        assert!(decode(reader(cut, 7), fp, periods.clone(), 2).is_err());
+        assert!(decode(reader(&bytes, 7), fp ^ 1, periods.clone(), 2).is_err());
+        // Undecodable ledgers, more than the decoders' queue holds: an
+        // error, and the reader is never left blocked on a full queue.
+        let snap = cashback_engine::snapshot::Snapshot::from_bytes(&bytes, fp).unwrap();
+        let broken = Snapshot {
+            ledgers: (0..64).map(|p| (p, vec![0xFF; 3])).collect(),
+            ..snap
+        };
+        let err = decode(reader(&broken.to_bytes(), 7), fp, periods, 2).unwrap_err();
+        assert!(err.contains("partition"), "{err}");
+    }
+}
