@@ -221,6 +221,11 @@ fn describe() {
         "Unix time the newest snapshot (written or restored) was taken"
     );
     describe_gauge!(
+        "cashback_restore_seconds",
+        Unit::Seconds,
+        "Start-up from a snapshot, from opening it: phase=download (last byte in), decode (router and ledgers decoded, overlapping the download), ranking (rebuild after the decode)"
+    );
+    describe_gauge!(
         "cashback_build_info",
         "Always 1; the version label is the engine's version"
     );

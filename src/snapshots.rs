@@ -8,9 +8,9 @@
 
 use anyhow::{Context, Result};
 use async_nats::jetstream::{self, object_store};
+use bytes::Bytes;
 use cashback_engine::snapshot::Snapshot;
 use futures::StreamExt;
-use tokio::io::AsyncReadExt;
 
 /// Snapshots kept: the newest, and one before it in case the newest is
 /// unreadable.
@@ -62,35 +62,20 @@ impl SnapshotStore {
         Ok(seqs)
     }
 
-    /// The newest snapshot that reads under this configuration, if any;
-    /// unreadable ones are reported and skipped.
-    pub async fn latest(&self, fingerprint: u64) -> Result<Option<Snapshot>> {
-        for seq in self.list().await? {
-            let mut bytes = Vec::new();
-            let read = async {
-                let mut object = self.store.get(name(seq)).await?;
-                object.read_to_end(&mut bytes).await?;
-                Ok::<_, anyhow::Error>(())
-            };
-            if let Err(e) = read.await {
-                tracing::warn!(seq, error = %e, "cannot read snapshot; trying an older one");
-                continue;
-            }
-            match Snapshot::from_bytes(&bytes, fingerprint) {
-                Ok(s) => return Ok(Some(s)),
-                Err(e) => {
-                    tracing::warn!(seq, error = %e, "snapshot not usable; trying an older one")
-                }
-            }
-        }
-        Ok(None)
+    /// The stored snapshot taken at `seq`, to be read as it arrives
+    /// (`restore` decodes it part by part; see `snapshot::read_parts`).
+    pub async fn get(&self, seq: u64) -> Result<object_store::Object> {
+        self.store
+            .get(name(seq))
+            .await
+            .with_context(|| format!("cannot open snapshot {seq}"))
     }
 
     /// Stores a snapshot and deletes all but the newest `KEEP`. Returns the
     /// sequence of the oldest snapshot kept (what the stream must retain).
-    pub async fn put(&self, seq: u64, bytes: Vec<u8>) -> Result<u64> {
+    pub async fn put(&self, seq: u64, segments: Vec<Bytes>) -> Result<u64> {
         self.store
-            .put(name(seq).as_str(), &mut bytes.as_slice())
+            .put(name(seq).as_str(), &mut Segments(segments.into()))
             .await
             .context("cannot store the snapshot")?;
         let seqs = self.list().await?;
@@ -100,6 +85,29 @@ impl SnapshotStore {
             }
         }
         Ok(seqs.iter().take(KEEP).copied().min().unwrap_or(seq))
+    }
+}
+
+/// A snapshot's segments read one after the other, for the object store's
+/// upload: what `Snapshot::to_bytes` would hold, without the copy.
+struct Segments(std::collections::VecDeque<Bytes>);
+
+impl tokio::io::AsyncRead for Segments {
+    fn poll_read(
+        mut self: std::pin::Pin<&mut Self>,
+        _: &mut std::task::Context<'_>,
+        buf: &mut tokio::io::ReadBuf<'_>,
+    ) -> std::task::Poll<std::io::Result<()>> {
+        while let Some(front) = self.0.front_mut() {
+            if front.is_empty() {
+                self.0.pop_front();
+                continue;
+            }
+            let n = front.len().min(buf.remaining());
+            buf.put_slice(&front.split_to(n));
+            break;
+        }
+        std::task::Poll::Ready(Ok(()))
     }
 }
 
@@ -145,9 +153,9 @@ impl Snapshotter {
         let (store, purge) = (self.store.clone(), self.purge);
         let started = std::time::Instant::now();
         let task = tokio::spawn(async move {
-            let bytes = snapshot.to_bytes();
-            let size = bytes.len();
-            let keep_from = store.put(seq, bytes).await?;
+            let segments = snapshot.into_segments();
+            let size: usize = segments.iter().map(Bytes::len).sum();
+            let keep_from = store.put(seq, segments).await?;
             metrics::histogram!("cashback_snapshot_duration_seconds")
                 .record(started.elapsed().as_secs_f64());
             metrics::gauge!("cashback_snapshot_bytes").set(size as f64);

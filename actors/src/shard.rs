@@ -3,7 +3,7 @@
 
 use crate::supervision::{apply_supervised, Applied};
 use actix::prelude::*;
-use cashback_engine::item::{CitizenFacts, Item, Report};
+use cashback_engine::item::{CitizenFacts, Item, Report, StandingChange};
 use cashback_engine::ledger::{Ledger, Standing};
 use cashback_engine::period::{PeriodIdx, Periods};
 use std::collections::HashMap;
@@ -280,6 +280,10 @@ impl Handler<AllStandings> for CitizenShard {
         for ledger in self.ledgers.values() {
             ledger.all_standings(&mut out);
         }
+        // In ranking order, sorted here on the shard's own thread, so that
+        // a restart's ranking rebuild (restore.rs) only merges the shards'
+        // runs and inserts along the index's right edges.
+        out.sort_by_key(StandingChange::rank_hint);
         MessageResult(out)
     }
 }

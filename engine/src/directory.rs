@@ -87,6 +87,7 @@ pub struct Directory {
     /// By number.
     citizens: Vec<CitizenRecord>,
     /// By card.
+    #[serde(deserialize_with = "crate::fasthash::presized_map")]
     cards: FastMap<Hpan, CardRecord>,
     /// Citizens who withdrew: while none has, no card needs checking for
     /// withdrawn owners (the common case, on the hot path).

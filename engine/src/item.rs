@@ -181,6 +181,22 @@ pub struct StandingChange {
     pub standing: crate::ledger::Standing,
 }
 
+impl StandingChange {
+    /// Where the change lands in its period's ranking, roughly: period, then
+    /// count descending, then last payment date. Why: a rank index built
+    /// from changes in this order inserts at the right edge of each count's
+    /// tree, so a restart's rebuild walks one hot path instead of a cache
+    /// miss per citizen. Only speed depends on it; the index orders exactly
+    /// (the remaining tie-breaks) whatever the order of insertion.
+    pub fn rank_hint(&self) -> (PeriodIdx, std::cmp::Reverse<u32>, Option<Timestamp>) {
+        (
+            self.period,
+            std::cmp::Reverse(self.standing.count),
+            self.standing.last_trx,
+        )
+    }
+}
+
 /// A rejection decided by a partition.
 #[derive(Clone, Debug, PartialEq, Eq)]
 pub struct LateRejection {

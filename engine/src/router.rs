@@ -95,6 +95,7 @@ pub struct Router {
     /// How long reversals wait for their payment, in seconds.
     park_secs: i64,
     /// Keys of payments that counted and reversals applied or parked.
+    #[serde(deserialize_with = "crate::fasthash::presized_set")]
     remembered: KeySet,
     /// Keys of reversals handed to a partition and not yet reported on
     /// (always empty in a snapshot: snapshots are taken with nothing in flight).

@@ -400,6 +400,17 @@ impl Engine {
         }
     }
 
+    /// Whether the engine has exited, and how: lets a benchmark that waits
+    /// on something else than `/health` (a query reply) stop at once when
+    /// the engine dies, rather than at its timeout.
+    pub fn exited(&self) -> Result<Option<std::process::ExitStatus>> {
+        Ok(self
+            .child
+            .lock()
+            .unwrap_or_else(|e| e.into_inner())
+            .try_wait()?)
+    }
+
     /// Resident and peak resident memory (VmRSS, VmHWM) of the engine, bytes.
     pub fn memory(&self) -> Result<(u64, u64)> {
         let status = std::fs::read_to_string(format!("/proc/{}/status", self.pid()))?;

@@ -14,6 +14,7 @@ mod live;
 mod memory;
 mod queries;
 mod rank;
+mod restart;
 mod statement;
 
 use anyhow::Result;
@@ -54,6 +55,10 @@ enum Bench {
     Memory(memory::Args),
     /// The rank index example, next to Redis.
     Rank(rank::Args),
+    /// Restart to serving queries from a snapshot of 8.4M citizens and 50M
+    /// payments, and that snapshot's encode time, size and upload (not in
+    /// `all`: it needs ~20 GB of memory and several minutes).
+    Restart(restart::Args),
     /// Every benchmark in sequence with its defaults, under one header.
     All(AllArgs),
 }
@@ -92,6 +97,7 @@ impl Bench {
             Bench::Enrollment(args) => enrollment::run(args).await,
             Bench::Memory(args) => memory::run(args).await,
             Bench::Rank(args) => rank::run(args).await,
+            Bench::Restart(args) => restart::run(args).await,
             Bench::All(_) => anyhow::bail!("`all` is a suite, not one benchmark"),
         }
     }
