@@ -10,7 +10,8 @@
 //! passing disturbance on a shared machine penalises neither side.
 
 use crate::common::{
-    prepublish, scale_counts, verdict, Engine, Harness, Options, Report, BENCH_COMMAND,
+    metric_value, prepublish, scale_counts, verdict, Engine, Harness, Options, Report,
+    BENCH_COMMAND,
 };
 use anyhow::Result;
 use async_nats::jetstream::{self, consumer};
@@ -178,12 +179,7 @@ async fn timed_catch_up(engine: Engine, last: u64) -> Result<CatchUp> {
     engine.wait_applied(last).await?;
     let took = started.elapsed();
     let text = engine.metrics().await.unwrap_or_default();
-    let sample = |name: &str| {
-        text.lines()
-            .find(|l| l.starts_with(name))
-            .and_then(|l| l.split_whitespace().last()?.parse::<f64>().ok())
-            .unwrap_or(0.0)
-    };
+    let sample = |name: &str| metric_value(&text, name).unwrap_or(0.0);
     let result = CatchUp {
         took,
         snapshots: sample("cashback_snapshot_duration_seconds_count") as u64,

@@ -382,12 +382,7 @@ impl Engine {
                     return Ok(());
                 }
             }
-            let exited = self
-                .child
-                .lock()
-                .unwrap_or_else(|e| e.into_inner())
-                .try_wait()?;
-            if let Some(status) = exited {
+            if let Some(status) = self.exited()? {
                 bail!("the engine exited with {status} before applying sequence {last}");
             }
             if Instant::now() > deadline {
