@@ -3,10 +3,12 @@
 
 use anyhow::{bail, Context, Result};
 use cashback_engine::authorization::DEFAULT_MAX_AUTHORIZATION_BYTES;
+use cashback_engine::parking::ParkingLimits;
 use cashback_engine::period::{AwardPeriod, Periods};
-use cashback_engine::router::ParkingLimits;
+use cashback_engine::settings::Settings;
 use serde::Deserialize;
 use std::path::{Path, PathBuf};
+use std::sync::Arc;
 
 /// The configuration shipped in `config/cashback.toml`, used when no
 /// `--config` is given.
@@ -80,8 +82,14 @@ pub struct Config {
     pub max_authorization_bytes: usize,
     /// Most reversals waiting for their payment on one card.
     pub max_parked_per_card: usize,
-    /// Most reversals waiting for their payment in the whole engine.
+    /// Most reversals waiting for their payment in the whole engine,
+    /// enforced as an equal share per partition (see `parking`).
     pub max_parked_total: usize,
+    /// This process's node index in a cluster (PROTOCOL.md section 8): it
+    /// owns the partitions `p` with `p % nodes == node`.
+    pub node: u16,
+    /// Nodes in the cluster (1: a single process owns every partition).
+    pub nodes: u16,
     /// Award periods.
     pub periods: Vec<AwardPeriod>,
 }
@@ -118,6 +126,8 @@ impl Default for Config {
             max_authorization_bytes: DEFAULT_MAX_AUTHORIZATION_BYTES,
             max_parked_per_card: ParkingLimits::DEFAULT_PER_CARD,
             max_parked_total: ParkingLimits::DEFAULT_TOTAL,
+            node: 0,
+            nodes: 1,
             periods: Vec::new(),
         }
     }
@@ -157,6 +167,12 @@ impl Config {
         if let Some(v) = var("CASHBACK_SHARDS") {
             self.shards = v.parse().context("CASHBACK_SHARDS must be a number")?;
         }
+        if let Some(v) = var("CASHBACK_NODE") {
+            self.node = v.parse().context("CASHBACK_NODE must be a number")?;
+        }
+        if let Some(v) = var("CASHBACK_NODES") {
+            self.nodes = v.parse().context("CASHBACK_NODES must be a number")?;
+        }
         let env = NatsClientOptions::from_vars(&var)?;
         let set = |field: &mut String, value: String| {
             if !value.is_empty() {
@@ -192,10 +208,22 @@ impl Config {
 
     /// The bounds on reversals waiting for their payment.
     pub fn parking_limits(&self) -> ParkingLimits {
-        ParkingLimits {
-            per_card: self.max_parked_per_card,
-            total: self.max_parked_total,
-        }
+        ParkingLimits::new(
+            self.max_parked_per_card,
+            self.max_parked_total,
+            self.partitions,
+        )
+    }
+
+    /// Everything decisions depend on (what a snapshot's fingerprint covers).
+    pub fn settings(&self) -> Result<Arc<Settings>> {
+        Ok(Arc::new(Settings {
+            periods: Arc::new(self.periods()?),
+            partitions: self.partitions,
+            park_days: self.reversal_park_days,
+            limits: self.parking_limits(),
+            max_authorization_bytes: self.max_authorization_bytes,
+        }))
     }
 
     /// Refuses configurations that cannot work, with a clear reason.
@@ -208,6 +236,16 @@ impl Config {
         }
         if self.batch_size == 0 {
             bail!("batch_size must be positive");
+        }
+        if self.nodes == 0 || self.node >= self.nodes {
+            bail!(
+                "node must be below nodes (node {} of {})",
+                self.node,
+                self.nodes
+            );
+        }
+        if self.nodes > self.partitions {
+            bail!("nodes must not exceed partitions: a node without partitions holds nothing");
         }
         if self.max_authorization_bytes < 512 {
             bail!("max_authorization_bytes must be at least 512 (a valid authorization is about 300 bytes)");

@@ -9,6 +9,7 @@
 
 pub mod commands;
 pub mod config;
+pub mod credits;
 pub mod demo;
 pub mod metrics;
 pub mod nats;

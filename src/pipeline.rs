@@ -1,17 +1,25 @@
-//! The ingest pipeline: reads the log (authorizations and enrollment journal)
-//! in stream order from JetStream, decodes, routes, and hands batches to the
+//! The ingest pipeline: reads the log (authorizations and journals) in
+//! stream order from JetStream, decodes, routes, and hands batches to the
 //! citizen shards; then publishes what the shards report.
 //!
 //! One authorization's path: `reader` (JetStream ordered consumer, decode)
 //! -> `on_authorization` (`Router::route`) -> `pending` batch of its shard
-//! -> `flush` (`Addr::send`) -> `CitizenShard` applies it -> `complete`
-//! (rejections published, counters, enrollment replies).
+//! -> `flush` (`Addr::send`) -> `CitizenShard` decides and commits it ->
+//! `complete` (rejections published, counters, enrollment replies, standings
+//! to the ranking and the pushes).
 //!
 //! The log is read with an ordered consumer from the first sequence: the
 //! engine's state is a deterministic function of the log, so a restart
 //! rebuilds it by replay. No per-message acks: progress is the stream
 //! position, which is what makes consuming cheap.
+//!
+//! In a cluster (PROTOCOL.md section 8) every node reads the whole log and
+//! runs the same router; it keeps, and sends to its shards, only what
+//! belongs to the partitions it owns, publishes only the rejections of those
+//! partitions, and journals the credits its partitions decide for citizens
+//! of other nodes (`credits`).
 
+use crate::credits::Outbox;
 use crate::nats::subjects::Subjects;
 use crate::progress::Progress;
 use crate::reader::Entry;
@@ -22,19 +30,25 @@ use anyhow::{Context, Result};
 use async_nats::jetstream::stream::Stream as JsStream;
 use bytes::Bytes;
 use cashback_actors::ranking::{ApplyStandings, RankingAggregator};
+use cashback_actors::supervision::retrying;
 use cashback_actors::{CitizenShard, ShardBatch};
+use cashback_engine::admin::JournalEntry;
 use cashback_engine::authorization::{Authorization, Decoder};
 use cashback_engine::enrollment::{EnrollCommand, EnrollError};
-use cashback_engine::item::{Item, LateRejection, Origin, Report, StandingChange};
+use cashback_engine::item::{
+    Credit, ExclusionOp, ExclusionOutcome, Item, LateRejection, Origin, Report, StandingChange,
+};
+use cashback_engine::partition::{self, Ownership};
 use cashback_engine::reason::Rejection;
 use cashback_engine::router::{Position, Routed, Router};
 use cashback_engine::time::Timestamp;
 use futures::future::{join_all, JoinAll};
-use std::collections::VecDeque;
+use std::collections::{HashMap, VecDeque};
 use std::future::Future;
 use std::pin::Pin;
 use std::sync::atomic::Ordering::Relaxed;
 use std::sync::Arc;
+use std::time::Duration;
 use tokio::sync::{mpsc, watch};
 
 /// Shard replies of one flush.
@@ -60,7 +74,10 @@ pub struct Pipeline {
     decoder: Decoder,
     /// Decides and routes.
     router: Router,
-    /// The shard actors; partition `p` belongs to shard `p % shards.len()`.
+    /// Which partitions this node keeps.
+    ownership: Ownership,
+    /// The shard actors; owned partition `p` belongs to shard
+    /// `ownership.shard_of(p, shards.len())`.
     shards: Vec<Addr<CitizenShard>>,
     /// The exact ranking, fed with every changed standing.
     ranking: Addr<RankingAggregator>,
@@ -70,6 +87,8 @@ pub struct Pipeline {
     batch_size: usize,
     /// Subject names.
     subjects: Subjects,
+    /// Where answers to operators go.
+    client: async_nats::Client,
     /// The log.
     stream: JsStream,
     /// Rejection output.
@@ -86,6 +105,11 @@ pub struct Pipeline {
     pending_enrollments: Vec<(String, EnrollOutcome)>,
     /// Broker times of the authorizations in `pending` (a sample: one per message).
     pending_times: Vec<Timestamp>,
+    /// Where to answer the operators' requests decided by this node's
+    /// partitions, by journal sequence, until the shard reports.
+    admin_replies: HashMap<u64, String>,
+    /// Credits for other nodes' partitions (a cluster only).
+    outbox: Option<Outbox>,
     /// Last sequence read.
     last_seq: u64,
     /// Last sequence included in a flight: a flight is due whenever reading
@@ -104,45 +128,69 @@ fn mailbox_failure(e: MailboxError) -> anyhow::Error {
 }
 
 /// How long a graceful shutdown waits for its final snapshot to be stored.
-const FINAL_SNAPSHOT_TIMEOUT: std::time::Duration = std::time::Duration::from_secs(60);
+const FINAL_SNAPSHOT_TIMEOUT: Duration = Duration::from_secs(60);
+
+/// How long a snapshot waits for the credits decided before it to be
+/// journaled (a cluster only) before it gives up until the next one.
+const CREDITS_FLUSH_TIMEOUT: Duration = Duration::from_secs(30);
+
+/// What the pipeline is built from, besides its state.
+pub struct Wiring {
+    /// The shard actors.
+    pub shards: Vec<Addr<CitizenShard>>,
+    /// The ranking.
+    pub ranking: Addr<RankingAggregator>,
+    /// Changed standings for the pushes.
+    pub pushes: mpsc::Sender<Vec<StandingChange>>,
+    /// Subject names.
+    pub subjects: Subjects,
+    /// The NATS connection.
+    pub client: async_nats::Client,
+    /// The log.
+    pub stream: JsStream,
+    /// Rejection output.
+    pub rejections: RejectionPublisher,
+    /// Enrollment replies.
+    pub waiters: Arc<Waiters>,
+    /// Shared counters.
+    pub progress: Arc<Progress>,
+}
 
 impl Pipeline {
-    /// A pipeline over an empty state.
-    #[allow(clippy::too_many_arguments)]
+    /// A pipeline over `router`'s state (empty, or restored).
     pub fn new(
         decoder: Decoder,
         router: Router,
-        shards: Vec<Addr<CitizenShard>>,
-        ranking: Addr<RankingAggregator>,
-        pushes: mpsc::Sender<Vec<StandingChange>>,
+        ownership: Ownership,
         batch_size: usize,
-        subjects: Subjects,
-        stream: JsStream,
-        rejections: RejectionPublisher,
-        waiters: Arc<Waiters>,
-        progress: Arc<Progress>,
+        wiring: Wiring,
     ) -> Pipeline {
-        let n = shards.len();
+        let n = wiring.shards.len();
         // A router restored from a snapshot already knows its citizens.
-        progress
+        wiring
+            .progress
             .citizens
             .store(router.directory().citizen_count() as u64, Relaxed);
         Pipeline {
             decoder,
             router,
-            shards,
-            ranking,
-            pushes,
+            ownership,
+            shards: wiring.shards,
+            ranking: wiring.ranking,
+            pushes: wiring.pushes,
             batch_size,
-            subjects,
-            stream,
-            rejections,
-            waiters,
-            progress,
+            subjects: wiring.subjects,
+            client: wiring.client,
+            stream: wiring.stream,
+            rejections: wiring.rejections,
+            waiters: wiring.waiters,
+            progress: wiring.progress,
             pending: (0..n).map(|_| Vec::new()).collect(),
             pending_items: 0,
             pending_enrollments: Vec::new(),
             pending_times: Vec::new(),
+            admin_replies: HashMap::new(),
+            outbox: None,
             last_seq: 0,
             flushed_seq: 0,
             flights: VecDeque::new(),
@@ -164,6 +212,12 @@ impl Pipeline {
         self
     }
 
+    /// Journals credits for other nodes through `outbox` (a cluster).
+    pub fn with_outbox(mut self, outbox: Outbox) -> Pipeline {
+        self.outbox = Some(outbox);
+        self
+    }
+
     /// Settles everything, then snapshots the router and every ledger at the
     /// current position (`wait`: until stored, as at shutdown).
     async fn snapshot(&mut self, wait: bool) -> Result<()> {
@@ -177,6 +231,15 @@ impl Pipeline {
         let paused = std::time::Instant::now();
         self.flush();
         self.settle_all().await?;
+        if let Some(outbox) = &self.outbox {
+            if !outbox.flush(CREDITS_FLUSH_TIMEOUT).await {
+                tracing::warn!(
+                    "credits for other nodes are not journaled yet; snapshot postponed \
+                     (a snapshot must not hold credits that a restart would not send again)"
+                );
+                return Ok(());
+            }
+        }
         // Every shard encodes on its own thread at once, and the router
         // here meanwhile: intake waits for the slowest, not for the sum.
         let asked: Vec<_> = self
@@ -198,6 +261,8 @@ impl Pipeline {
                 seq: self.last_seq,
                 fingerprint: snapshotter.fingerprint,
                 taken_at: Timestamp::now(),
+                node: self.ownership.node,
+                nodes: self.ownership.nodes,
             },
             router,
             ledgers,
@@ -205,7 +270,8 @@ impl Pipeline {
         snapshotter.store(snapshot, self.stream.clone(), wait).await
     }
 
-    /// Runs until `shutdown` turns true, then drains what is in flight.
+    /// Runs until `shutdown` turns true (or its sender is gone), then
+    /// drains what is in flight.
     pub async fn run(mut self, mut shutdown: watch::Receiver<bool>) -> Result<()> {
         let mut entries = crate::reader::start(
             &self.stream,
@@ -223,7 +289,7 @@ impl Pipeline {
         let every = self
             .snapshots
             .as_ref()
-            .map_or(std::time::Duration::from_secs(3600), |s| s.every);
+            .map_or(Duration::from_secs(3600), |s| s.every);
         let mut snapshot_tick =
             tokio::time::interval_at(tokio::time::Instant::now() + every, every);
         loop {
@@ -233,7 +299,13 @@ impl Pipeline {
             let oldest = self.flights.front_mut().map(|f| &mut f.replies);
             tokio::select! {
                 biased;
-                _ = shutdown.changed() => {}
+                changed = shutdown.changed() => {
+                    // A dropped sender means nobody can ask any more: stop,
+                    // rather than wake up on the closed channel forever.
+                    if changed.is_err() {
+                        break;
+                    }
+                }
                 _ = snapshot_tick.tick(), if self.snapshots.is_some() => {
                     self.snapshot(false).await?;
                 }
@@ -290,12 +362,10 @@ impl Pipeline {
     async fn on_entry(&mut self, entry: Entry) -> Result<()> {
         let at = entry.position();
         self.last_seq = at.seq;
-        let (expired, ticks) = self.router.advance(at.broker_time);
-        for late in expired {
-            self.publish_late(late).await;
-        }
-        for (partition, tick) in ticks {
-            self.push(partition, tick);
+        for (partition, late) in self.router.advance(at.broker_time) {
+            if self.ownership.owns(partition) {
+                self.publish_late(late).await;
+            }
         }
         match entry {
             Entry::Auth {
@@ -304,8 +374,16 @@ impl Pipeline {
                 payload,
                 decoded,
             } => self.on_authorization(at, &subject, &payload, decoded).await,
-            Entry::Journal { token, command, .. } => {
-                self.on_journal(token, command);
+            Entry::Journal { at, token, command } => {
+                self.on_journal(at, token, command);
+                Ok(())
+            }
+            Entry::Admin { at, reply, entry } => {
+                self.on_admin(at, reply, entry).await;
+                Ok(())
+            }
+            Entry::Credits { at, credits } => {
+                self.on_credits(at, credits);
                 Ok(())
             }
             Entry::Other { .. } => Ok(()),
@@ -323,59 +401,79 @@ impl Pipeline {
         let auth = match decoded {
             Ok(a) => a,
             Err(rejection) => {
-                self.rejections
-                    .publish(at.seq, subject, payload, &rejection)
-                    .await;
-                return Ok(());
-            }
-        };
-        loop {
-            // A copy, not a clone: the received bytes may share one large
-            // read buffer with other messages, which a reversal kept for
-            // weeks would pin in memory.
-            let origin = || Origin {
-                subject: subject.into(),
-                payload: Bytes::copy_from_slice(payload),
-            };
-            match self.router.route(at, &auth, origin) {
-                Routed::Reject(rejection) => {
+                let partition = partition::of_message(at.seq, self.router.partitions());
+                if self.ownership.owns(partition) {
                     self.rejections
                         .publish(at.seq, subject, payload, &rejection)
                         .await;
                 }
-                Routed::Forward(partition, item) => {
+                return Ok(());
+            }
+        };
+        // A copy, not a clone: the received bytes may share one large read
+        // buffer with other messages, which a reversal kept for weeks would
+        // pin in memory.
+        let origin = || Origin {
+            subject: subject.into(),
+            payload: Bytes::copy_from_slice(payload),
+        };
+        match self.router.route(at, &auth, origin) {
+            Routed::Reject {
+                partition,
+                rejection,
+            } => {
+                if self.ownership.owns(partition) {
+                    self.rejections
+                        .publish(at.seq, subject, payload, &rejection)
+                        .await;
+                }
+            }
+            Routed::Forward(partition, item) => {
+                if self.ownership.owns(partition) {
                     self.pending_times.push(at.broker_time);
                     self.push(partition, item);
                 }
-                Routed::ParkedHere => {
+            }
+            Routed::ParkedHere => {
+                if self.ownership.owns(self.router.card_partition(&auth.hpan)) {
                     self.progress.reversals_parked.fetch_add(1, Relaxed);
                     metrics::counter!("cashback_reversals_parked_total").increment(1);
                 }
-                Routed::Wait => {
-                    // A re-send of a reversal still being judged: let every
-                    // shard finish, then decide it against the settled state.
-                    self.flush();
-                    self.settle_all().await?;
-                    continue;
-                }
             }
-            return Ok(());
         }
+        Ok(())
     }
 
-    fn on_journal(&mut self, token: Option<String>, command: Result<EnrollCommand, EnrollError>) {
+    fn on_journal(
+        &mut self,
+        at: Position,
+        token: Option<String>,
+        command: Result<EnrollCommand, EnrollError>,
+    ) {
         let outcome = match command {
-            Ok(cmd) => {
-                let (outcome, items) = self.router.enroll(&cmd);
-                for (partition, item) in items {
-                    self.push(partition, item);
+            Ok(cmd) => match retrying("an enrollment", || self.router.enroll(at, &cmd)) {
+                Ok((outcome, items)) => {
+                    for (partition, item) in items {
+                        if self.ownership.owns(partition) {
+                            self.push(partition, item);
+                        }
+                    }
+                    self.progress.enrollments.fetch_add(1, Relaxed);
+                    self.progress
+                        .citizens
+                        .store(self.router.directory().citizen_count() as u64, Relaxed);
+                    outcome
                 }
-                self.progress.enrollments.fetch_add(1, Relaxed);
-                self.progress
-                    .citizens
-                    .store(self.router.directory().citizen_count() as u64, Relaxed);
-                outcome
-            }
+                Err(why) => {
+                    // Deterministic (a replay fails alike), so skipping it
+                    // keeps every node and replay in agreement.
+                    tracing::error!(seq = at.seq, %why, "an enrollment failed repeatedly and was set aside");
+                    Err(EnrollError::new(
+                        "unavailable",
+                        "the engine failed on this request; it was set aside",
+                    ))
+                }
+            },
             Err(e) => {
                 // The detail may quote the entry (a citizen id, an IBAN):
                 // debug level only; the code says enough at error level.
@@ -389,13 +487,91 @@ impl Pipeline {
         }
     }
 
+    /// An operator's exclusion or reinstatement: the payment's partition
+    /// decides it; the node owning that partition answers.
+    async fn on_admin(
+        &mut self,
+        at: Position,
+        reply: Option<String>,
+        entry: Result<JournalEntry, EnrollError>,
+    ) {
+        let entry = match entry {
+            Ok(e) => e,
+            Err(e) => {
+                tracing::error!(code = e.code, "unreadable admin journal entry skipped");
+                return;
+            }
+        };
+        match self.router.exclusion(at, entry.op, &entry.command) {
+            Ok((partition, item)) => {
+                if self.ownership.owns(partition) {
+                    if let Some(reply) = reply {
+                        self.admin_replies.insert(at.seq, reply);
+                    }
+                    self.push(partition, item);
+                }
+            }
+            Err(partition) => {
+                if self.ownership.owns(partition) {
+                    self.answer_operator(at.seq, entry.op, Err("unknown_payment"), reply)
+                        .await;
+                }
+            }
+        }
+    }
+
+    /// Sends an operator the outcome of their request, and counts it.
+    async fn answer_operator(
+        &self,
+        seq: u64,
+        op: ExclusionOp,
+        outcome: ExclusionOutcome,
+        reply: Option<String>,
+    ) {
+        let op_name = match op {
+            ExclusionOp::Exclude => "exclude",
+            ExclusionOp::Reinstate => "reinstate",
+        };
+        let label = match outcome {
+            Ok(true) => "applied",
+            Ok(false) => "unchanged",
+            Err(code) => code,
+        };
+        metrics::counter!("cashback_exclusions_total", "op" => op_name, "outcome" => label)
+            .increment(1);
+        let Some(reply) = reply else { return };
+        let body = crate::services::admin::outcome_reply(outcome);
+        if let Err(e) = self.client.publish(reply, body).await {
+            tracing::warn!(seq, error = %e, "cannot answer an operator's request");
+        }
+    }
+
+    /// Credits journaled by another node: each to its citizen's partition,
+    /// when this node owns it.
+    fn on_credits(&mut self, at: Position, credits: Result<Vec<Credit>, String>) {
+        let credits = match credits {
+            Ok(c) => c,
+            Err(e) => {
+                tracing::error!(seq = at.seq, error = %e, "unreadable credit journal entry skipped");
+                return;
+            }
+        };
+        for (partition, item) in self.router.deliver(&credits) {
+            if self.ownership.owns(partition) {
+                self.push(partition, item);
+            }
+        }
+    }
+
     fn push(&mut self, partition: u16, item: Item) {
-        let shard = partition as usize % self.shards.len();
+        let shard = self.ownership.shard_of(partition, self.shards.len());
         self.pending[shard].push((partition, item));
         self.pending_items += 1;
     }
 
-    /// Sends every pending batch to its shard as one flight.
+    /// Sends every pending batch to its shard as one flight; every shard
+    /// gets the engine's clock, so that parked reversals expire on time
+    /// whatever partition the traffic is for.
     fn flush(&mut self) {
         if self.pending_items == 0
             && self.pending_enrollments.is_empty()
@@ -404,16 +580,18 @@ impl Pipeline {
             return;
         }
         self.flushed_seq = self.last_seq;
+        let now = Some(self.router.now());
         let mut batches = Vec::new();
         let requests = self
             .pending
             .iter_mut()
             .enumerate()
-            .filter(|(_, items)| !items.is_empty())
             .map(|(i, items)| {
                 let items = std::mem::replace(items, Vec::with_capacity(items.len()));
-                batches.push((i, items.len()));
-                self.shards[i].send(ShardBatch { items })
+                if !items.is_empty() {
+                    batches.push((i, items.len()));
+                }
+                self.shards[i].send(ShardBatch { items, now })
             })
             .collect::<Vec<_>>();
         crate::metrics::batches_sent(&batches);
@@ -456,12 +634,17 @@ impl Pipeline {
     ) -> Result<()> {
         let applied_at = Timestamp::now();
         let mut standings = Vec::new();
+        let mut remote = Vec::new();
         for report in reports {
             let mut report = report.map_err(mailbox_failure)?;
             self.progress.accrue(&report.cashback);
             standings.append(&mut report.standings);
-            for (partition, item) in self.router.settle(&report) {
-                self.push(partition, item);
+            for (partition, item) in self.router.deliver(&report.credits) {
+                if self.ownership.owns(partition) {
+                    self.push(partition, item);
+                } else if let Item::Credit(c) = item {
+                    remote.push(c);
+                }
             }
             self.progress.counted.fetch_add(report.payments, Relaxed);
             self.progress
@@ -475,8 +658,29 @@ impl Pipeline {
             metrics::counter!("cashback_authorizations_total", "outcome" => "reversal_applied")
                 .increment(report.reversals_applied);
             metrics::counter!("cashback_reversals_parked_total").increment(report.reversals_parked);
+            metrics::counter!("cashback_credits_repeated_total").increment(report.credits_repeated);
+            for what in &report.invariant_violations {
+                tracing::error!(%what, "BROKEN INVARIANT (survived; please report)");
+                metrics::counter!("cashback_invariant_violations_total").increment(1);
+            }
             for late in report.rejections {
                 self.publish_late(late).await;
+            }
+            for (seq, op, outcome) in report.exclusions {
+                let reply = self.admin_replies.remove(&seq);
+                self.answer_operator(seq, op, outcome, reply).await;
+            }
+        }
+        if !remote.is_empty() {
+            match self.outbox.as_mut() {
+                Some(outbox) => outbox.send(remote),
+                None => {
+                    tracing::error!(
+                        credits = remote.len(),
+                        "BROKEN INVARIANT: credits for partitions no node of this configuration owns"
+                    );
+                    metrics::counter!("cashback_invariant_violations_total").increment(1);
+                }
             }
         }
         if !standings.is_empty() {
@@ -507,8 +711,8 @@ impl Pipeline {
         Ok(())
     }
 
-    /// Publishes a rejection decided after routing. Without an origin (a
-    /// payment set aside after repeated panics) the original message is read
+    /// Publishes a rejection decided after routing. Without an origin (an
+    /// item set aside after repeated panics) the original message is read
     /// back from the stream by its sequence.
     async fn publish_late(&self, late: LateRejection) {
         let (subject, payload): (String, Bytes) = match late.origin {

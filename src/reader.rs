@@ -8,15 +8,17 @@ use crate::nats::subjects::Subjects;
 use anyhow::{Context, Result};
 use async_nats::jetstream::{self, consumer, stream::Stream as JsStream};
 use bytes::Bytes;
+use cashback_engine::admin::JournalEntry;
 use cashback_engine::authorization::{Authorization, Decoder};
 use cashback_engine::enrollment::{EnrollCommand, EnrollError};
+use cashback_engine::item::Credit;
 use cashback_engine::reason::Rejection;
 use cashback_engine::router::Position;
 use cashback_engine::time::Timestamp;
 use futures::{FutureExt, StreamExt};
 use tokio::sync::mpsc;
 
-use crate::waiters::REPLY_TOKEN_HEADER;
+use crate::waiters::{REPLY_SUBJECT_HEADER, REPLY_TOKEN_HEADER};
 
 /// Entries per batch handed over.
 const BATCH: usize = 512;
@@ -46,6 +48,23 @@ pub enum Entry {
         /// The command, or why it cannot be read.
         command: Result<EnrollCommand, EnrollError>,
     },
+    /// An operator's exclusion or reinstatement, journaled.
+    Admin {
+        /// Where in the log.
+        at: Position,
+        /// Where the node that decides it sends the answer (the inbox of
+        /// the node that took the request).
+        reply: Option<String>,
+        /// The request, or why it cannot be read.
+        entry: Result<JournalEntry, EnrollError>,
+    },
+    /// Credits a cluster node decided for citizens of other nodes.
+    Credits {
+        /// Where in the log.
+        at: Position,
+        /// The credits, or why they cannot be read.
+        credits: Result<Vec<Credit>, String>,
+    },
     /// Anything else in the stream: only its position matters.
     Other {
         /// Where in the log.
@@ -57,7 +76,11 @@ impl Entry {
     /// Where in the log.
     pub fn position(&self) -> Position {
         match self {
-            Entry::Auth { at, .. } | Entry::Journal { at, .. } | Entry::Other { at } => *at,
+            Entry::Auth { at, .. }
+            | Entry::Journal { at, .. }
+            | Entry::Admin { at, .. }
+            | Entry::Credits { at, .. }
+            | Entry::Other { at } => *at,
         }
     }
 }
@@ -132,6 +155,12 @@ fn entry(msg: jetstream::Message, decoder: &Decoder, subjects: &Subjects) -> Res
     };
     drop(info);
     let msg = msg.split().0;
+    let header = |name: &str| {
+        msg.headers
+            .as_ref()
+            .and_then(|h| h.get(name))
+            .map(|v| v.as_str().to_owned())
+    };
     Ok(if let Some(acquirer) = subjects.auth_token(&msg.subject) {
         Entry::Auth {
             at,
@@ -139,15 +168,22 @@ fn entry(msg: jetstream::Message, decoder: &Decoder, subjects: &Subjects) -> Res
             subject: msg.subject,
             payload: msg.payload,
         }
-    } else if subjects.is_journal(&msg.subject) {
+    } else if *msg.subject == *subjects.journal() {
         Entry::Journal {
             at,
-            token: msg
-                .headers
-                .as_ref()
-                .and_then(|h| h.get(REPLY_TOKEN_HEADER))
-                .map(|v| v.as_str().to_owned()),
+            token: header(REPLY_TOKEN_HEADER),
             command: EnrollCommand::from_journal(&msg.payload),
+        }
+    } else if *msg.subject == *subjects.journal_admin() {
+        Entry::Admin {
+            at,
+            reply: header(REPLY_SUBJECT_HEADER),
+            entry: JournalEntry::from_journal(&msg.payload),
+        }
+    } else if *msg.subject == *subjects.journal_credit() {
+        Entry::Credits {
+            at,
+            credits: serde_json::from_slice(&msg.payload).map_err(|e| e.to_string()),
         }
     } else {
         Entry::Other { at }

@@ -18,8 +18,9 @@ use cashback_actors::ranking::{ApplyStandings, RankingAggregator};
 use cashback_actors::{AllStandings, CitizenShard};
 use cashback_engine::item::StandingChange;
 use cashback_engine::ledger::Ledger;
-use cashback_engine::period::Periods;
+use cashback_engine::partition::Ownership;
 use cashback_engine::router::Router;
+use cashback_engine::settings::Settings;
 use cashback_engine::snapshot::{decode_ledger, decode_router, read_parts, Header, Part};
 use std::collections::HashMap;
 use std::sync::{Arc, Mutex};
@@ -37,7 +38,8 @@ const CHUNKS_AHEAD: usize = 64;
 pub struct Restored {
     /// The router, or `None` for an empty start.
     pub router: Option<Router>,
-    /// Ledgers per shard (partition `p` goes to shard `p % shards`).
+    /// Ledgers per shard (partition `p` goes to shard
+    /// `Ownership::shard_of(p, shards)`).
     pub shard_ledgers: Vec<HashMap<u16, Ledger>>,
     /// The last sequence the state holds (0: none).
     pub seq: u64,
@@ -47,14 +49,14 @@ pub struct Restored {
 /// are reported and skipped, the next older one tried.
 pub async fn load(
     store: &SnapshotStore,
-    fingerprint: u64,
-    periods: &Arc<Periods>,
+    settings: &Arc<Settings>,
+    ownership: Ownership,
     shards: usize,
 ) -> Result<Restored> {
     for seq in store.list().await? {
         let started = Instant::now();
         let loaded = match store.get(seq).await {
-            Ok(object) => load_object(object, fingerprint, periods.clone(), shards).await,
+            Ok(object) => load_object(object, settings.clone(), ownership, shards).await,
             Err(e) => Err(e),
         };
         match loaded {
@@ -83,14 +85,14 @@ pub async fn load(
 /// Downloads `object` on this task while a blocking thread decodes it.
 async fn load_object(
     mut object: Object,
-    fingerprint: u64,
-    periods: Arc<Periods>,
+    settings: Arc<Settings>,
+    ownership: Ownership,
     shards: usize,
 ) -> Result<(Header, Restored)> {
     let started = Instant::now();
     let (tx, rx) = mpsc::channel(CHUNKS_AHEAD);
     let decoding = tokio::task::spawn_blocking(move || {
-        decode(ChunkReader::new(rx), fingerprint, periods, shards)
+        decode(ChunkReader::new(rx), settings, ownership, shards)
     });
     loop {
         let mut chunk = BytesMut::with_capacity(CHUNK);
@@ -108,6 +110,15 @@ async fn load_object(
         .set(started.elapsed().as_secs_f64());
     drop(tx);
     let (header, router, shard_ledgers) = decoding.await?.map_err(|e| anyhow!(e))?;
+    if (header.node, header.nodes) != (ownership.node, ownership.nodes) {
+        anyhow::bail!(
+            "taken by node {} of {}, not this node ({} of {})",
+            header.node,
+            header.nodes,
+            ownership.node,
+            ownership.nodes
+        );
+    }
     let seq = header.seq;
     Ok((
         header,
@@ -127,10 +138,11 @@ type Decoded = (Header, Router, Vec<HashMap<u16, Ledger>>);
 /// per core, each as soon as its bytes are in.
 fn decode(
     reader: ChunkReader,
-    fingerprint: u64,
-    periods: Arc<Periods>,
+    settings: Arc<Settings>,
+    ownership: Ownership,
     shards: usize,
 ) -> Result<Decoded, String> {
+    let fingerprint = settings.fingerprint();
     let workers = std::thread::available_parallelism().map_or(2, |n| n.get());
     // Bounded, so that a slow decode holds back the download instead of
     // the encoded parts piling up in memory.
@@ -149,7 +161,7 @@ fn decode(
                         job
                     } {
                         if failed.is_none() {
-                            match decode_ledger(&bytes, periods.clone()) {
+                            match decode_ledger(&bytes, &settings) {
                                 Ok(l) => decoded.push((p, l)),
                                 Err(e) => failed = Some(format!("partition {p}: {e}")),
                             }
@@ -162,8 +174,8 @@ fn decode(
         let mut router = None;
         let header = read_parts(reader, fingerprint, |part| match part {
             Part::Router(bytes) => {
-                let periods = periods.clone();
-                router = Some(scope.spawn(move || decode_router(&bytes, periods)));
+                let settings = settings.clone();
+                router = Some(scope.spawn(move || decode_router(&bytes, &settings)));
                 Ok(())
             }
             Part::Ledger(p, bytes) => work_tx
@@ -181,7 +193,7 @@ fn decode(
             {
                 Ok(Ok(ledgers)) => {
                     for (p, l) in ledgers {
-                        shard_ledgers[p as usize % shards].insert(p, l);
+                        shard_ledgers[ownership.shard_of(p, shards)].insert(p, l);
                     }
                 }
                 Ok(Err(e)) | Err(e) => {
@@ -277,14 +289,28 @@ pub async fn rebuild_ranking(
 mod tests {
     use super::*;
     use cashback_engine::local::LocalEngine;
-    use cashback_engine::period::AwardPeriod;
+    use cashback_engine::parking::ParkingLimits;
+    use cashback_engine::period::{AwardPeriod, Periods};
     use cashback_engine::router::Position;
-    use cashback_engine::snapshot::{encode_ledger, encode_router, fingerprint, Snapshot, FORMAT};
+    use cashback_engine::snapshot::{encode_ledger, encode_router, Snapshot, FORMAT};
     use cashback_engine::time::Timestamp;
 
-    /// A small engine's snapshot bytes and its fingerprint.
-    fn stored(periods: &Arc<Periods>) -> (Vec<u8>, u64) {
-        let mut e = LocalEngine::new(4, periods.clone(), 30);
+    fn settings_with(max_authorization_bytes: usize) -> Arc<Settings> {
+        let (start, end) = ("2021-01-01".parse().unwrap(), "2021-06-30".parse().unwrap());
+        Arc::new(Settings {
+            periods: Arc::new(
+                Periods::new(vec![AwardPeriod::with_2021_rules("P", start, end)]).unwrap(),
+            ),
+            partitions: 4,
+            park_days: 30,
+            limits: ParkingLimits::new(100, 200_000, 4),
+            max_authorization_bytes,
+        })
+    }
+
+    /// A small engine's snapshot bytes.
+    fn stored(settings: &Settings) -> Vec<u8> {
+        let mut e = LocalEngine::new(4, settings.periods.clone(), 30);
         let at = Position {
             seq: 1,
             broker_time: Timestamp::parse_rfc3339("2021-03-10T00:00:00Z").unwrap(),
@@ -294,13 +320,14 @@ mod tests {
         )
         .unwrap();
         e.enroll(at, &cmd).unwrap();
-        let fp = fingerprint(periods, 4, 30);
         let snap = Snapshot {
             header: Header {
                 format: FORMAT,
                 seq: 1,
-                fingerprint: fp,
+                fingerprint: settings.fingerprint(),
                 taken_at: Timestamp::now(),
+                node: 0,
+                nodes: 1,
             },
             router: encode_router(&e.router),
             ledgers: e
@@ -309,7 +336,7 @@ mod tests {
                 .map(|l| (l.partition(), encode_ledger(l)))
                 .collect(),
         };
-        (snap.to_bytes(), fp)
+        snap.to_bytes()
     }
 
     /// `bytes` in chunks of `chunk`, then the end, as the download sends them.
@@ -323,26 +350,29 @@ mod tests {
 
     #[test]
     fn a_streamed_snapshot_decodes_whole_and_a_cut_or_foreign_one_is_refused() {
-        let (start, end) = ("2021-01-01".parse().unwrap(), "2021-06-30".parse().unwrap());
-        let periods =
-            Arc::new(Periods::new(vec![AwardPeriod::with_2021_rules("P", start, end)]).unwrap());
-        let (bytes, fp) = stored(&periods);
-        let (header, router, shards) = decode(reader(&bytes, 7), fp, periods.clone(), 2).unwrap();
+        let settings = settings_with(16384);
+        let bytes = stored(&settings);
+        let alone = Ownership::ALONE;
+        let (header, router, shards) =
+            decode(reader(&bytes, 7), settings.clone(), alone, 2).unwrap();
         assert_eq!(header.seq, 1);
         assert!(router.directory().find("c").is_some());
         assert_eq!(shards.iter().map(HashMap::len).sum::<usize>(), 4);
         assert!(shards[0].keys().all(|p| p % 2 == 0));
         let cut = &bytes[..bytes.len() - 1];
-        assert!(decode(reader(cut, 7), fp, periods.clone(), 2).is_err());
-        assert!(decode(reader(&bytes, 7), fp ^ 1, periods.clone(), 2).is_err());
+        assert!(decode(reader(cut, 7), settings.clone(), alone, 2).is_err());
+        // Any setting that decides (here the authorization size limit)
+        // makes it foreign.
+        assert!(decode(reader(&bytes, 7), settings_with(8192), alone, 2).is_err());
         // Undecodable ledgers, more than the decoders' queue holds: an
         // error, and the reader is never left blocked on a full queue.
-        let snap = cashback_engine::snapshot::Snapshot::from_bytes(&bytes, fp).unwrap();
+        let snap = cashback_engine::snapshot::Snapshot::from_bytes(&bytes, settings.fingerprint())
+            .unwrap();
         let broken = Snapshot {
             ledgers: (0..64).map(|p| (p, vec![0xFF; 3])).collect(),
             ..snap
         };
-        let err = decode(reader(&broken.to_bytes(), 7), fp, periods, 2).unwrap_err();
+        let err = decode(reader(&broken.to_bytes(), 7), settings, alone, 2).unwrap_err();
         assert!(err.contains("partition"), "{err}");
     }
 }

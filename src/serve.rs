@@ -5,11 +5,11 @@ use crate::config::Config;
 use crate::nats::embedded::NatsServer;
 use crate::nats::stream::ensure_stream;
 use crate::nats::subjects::Subjects;
-use crate::pipeline::Pipeline;
+use crate::pipeline::{Pipeline, Wiring};
 use crate::progress::Progress;
 use crate::rejections::RejectionPublisher;
 use crate::services::query::QueryContext;
-use crate::services::{enrollment, query};
+use crate::services::{admin, enrollment, query};
 use crate::waiters::Waiters;
 use actix::Actor;
 use actix::{Arbiter, Supervisor};
@@ -18,6 +18,7 @@ use async_nats::jetstream;
 use cashback_actors::ranking::RankingAggregator;
 use cashback_actors::CitizenShard;
 use cashback_engine::authorization::Decoder;
+use cashback_engine::partition::Ownership;
 use cashback_engine::router::Router;
 use std::sync::atomic::Ordering::Relaxed;
 use std::sync::Arc;
@@ -124,23 +125,24 @@ async fn serve(config: Config, options: ServeOptions) -> Result<()> {
     let (push_tx, push_rx) = tokio::sync::mpsc::channel(64);
 
     // Start from the newest usable snapshot, if any.
-    let fingerprint = cashback_engine::snapshot::fingerprint(
-        &periods,
-        config.partitions,
-        config.reversal_park_days,
-    );
+    let settings = config.settings()?;
+    let ownership = Ownership {
+        node: config.node,
+        nodes: config.nodes,
+    };
+    let fingerprint = settings.fingerprint();
     let snapshot_store = crate::snapshots::SnapshotStore::open(&js, &config.stream_name).await?;
     let restored =
-        crate::restore::load(&snapshot_store, fingerprint, &periods, config.shards).await?;
+        crate::restore::load(&snapshot_store, &settings, ownership, config.shards).await?;
     refuse_a_gap(&stream, restored.seq).await?;
     let mut shard_ledgers = restored.shard_ledgers;
     let shards: Vec<_> = (0..config.shards)
         .map(|i| {
             let arbiter = Arbiter::new();
-            let (periods, park) = (periods.clone(), config.reversal_park_days);
+            let settings = settings.clone();
             let ledgers = std::mem::take(&mut shard_ledgers[i]);
             let addr = Supervisor::start_in_arbiter(&arbiter.handle(), move |_| {
-                CitizenShard::restored(i, periods, park, ledgers)
+                CitizenShard::restored(i, settings, ledgers)
             });
             arbiters.push(arbiter);
             addr
@@ -157,35 +159,42 @@ async fn serve(config: Config, options: ServeOptions) -> Result<()> {
 
     let waiters = Arc::new(Waiters::default());
     let decoder = Decoder {
-        fault_injection: std::env::var("CASHBACK_FAULT_INJECTION").is_ok_and(|v| v == "1"),
         max_payload_bytes: config.max_authorization_bytes,
     };
-    if decoder.fault_injection {
-        tracing::warn!("fault injection is ON (CASHBACK_FAULT_INJECTION=1): test use only");
-    }
-    let mut router = restored.router.unwrap_or_else(|| {
+    install_faults_for_tests()?;
+    let router = restored.router.unwrap_or_else(|| {
         Router::new(
             config.partitions,
-            periods.clone(),
-            config.reversal_park_days,
+            settings.periods.clone(),
+            settings.park_days,
+            settings.limits,
         )
     });
-    // Configuration, not state: a restored router gets them too.
-    router.set_parking_limits(config.parking_limits());
     let mut pipeline = Pipeline::new(
         decoder,
         router,
-        shards.clone(),
-        ranking.clone(),
-        push_tx,
+        ownership,
         config.batch_size,
-        subjects.clone(),
-        stream.clone(),
-        RejectionPublisher::new(client.clone(), subjects.clone(), progress.clone()),
-        waiters.clone(),
-        progress.clone(),
+        Wiring {
+            shards: shards.clone(),
+            ranking: ranking.clone(),
+            pushes: push_tx,
+            subjects: subjects.clone(),
+            client: client.clone(),
+            stream: stream.clone(),
+            rejections: RejectionPublisher::new(client.clone(), subjects.clone(), progress.clone()),
+            waiters: waiters.clone(),
+            progress: progress.clone(),
+        },
     )
     .resume_after(restored.seq);
+    if ownership.nodes > 1 {
+        pipeline = pipeline.with_outbox(crate::credits::Outbox::start(
+            js.clone(),
+            subjects.clone(),
+            ownership.node,
+        ));
+    }
     if config.snapshot_interval_secs > 0 {
         pipeline = pipeline.with_snapshots(crate::snapshots::Snapshotter {
             store: snapshot_store,
@@ -203,6 +212,12 @@ async fn serve(config: Config, options: ServeOptions) -> Result<()> {
         js.clone(),
         subjects.clone(),
         waiters,
+        stop_rx.clone(),
+    ));
+    services.spawn(admin::serve(
+        client.clone(),
+        js.clone(),
+        subjects.clone(),
         stop_rx.clone(),
     ));
     let query_ctx = QueryContext {
@@ -274,6 +289,19 @@ async fn serve(config: Config, options: ServeOptions) -> Result<()> {
     }
     drop(embedded);
     outcome
+}
+
+/// Installs the fault plan of `CASHBACK_FAULTS` (tests only; see
+/// `cashback_engine::fault`): e.g. `payment@57` makes deciding the message of
+/// sequence 57 panic once, `payment@57x*` every time.
+fn install_faults_for_tests() -> Result<()> {
+    let Ok(plan) = std::env::var("CASHBACK_FAULTS") else {
+        return Ok(());
+    };
+    let faults = cashback_engine::fault::parse(&plan).map_err(|e| anyhow::anyhow!(e))?;
+    tracing::warn!(%plan, "fault injection is ON (CASHBACK_FAULTS): test use only");
+    cashback_engine::fault::install(faults);
+    Ok(())
 }
 
 /// Keeps `stream_last_seq` (hence lag) current.

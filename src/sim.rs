@@ -176,7 +176,8 @@ impl Generator {
         Outgoing {
             acquirer: field("acquirer_code").to_owned(),
             msg_id: format!(
-                "{}/{}/{}/{}/{}",
+                "{}/{}/{}/{}/{}/{}",
+                field("hpan"),
                 field("acquirer_code"),
                 field("acquirer_id"),
                 field("id_trx_acquirer"),

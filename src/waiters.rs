@@ -15,6 +15,12 @@ use tokio::sync::oneshot;
 /// The header carrying the reply token.
 pub const REPLY_TOKEN_HEADER: &str = "Cashback-Reply-Token";
 
+/// The header carrying where the answer to an operator's journaled request
+/// goes: the inbox of the node that took the request. Whichever node owns
+/// the payment's partition decides it and answers there (in a cluster that
+/// may be another node than the one that took it).
+pub const REPLY_SUBJECT_HEADER: &str = "Cashback-Reply-To";
+
 /// The outcome of an enrollment.
 pub type EnrollOutcome = Result<(), EnrollError>;
 

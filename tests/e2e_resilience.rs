@@ -166,20 +166,24 @@ async fn bad_input_never_stops_the_pipeline() {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_panicking_shard_is_rebuilt_and_a_poison_message_is_set_aside() {
-    let h = Harness::start_with_env(&config_toml(30), &[("CASHBACK_FAULT_INJECTION", "1")]).await;
+    // Faults are planned by stream sequence (a fresh stream: the two
+    // enrollments are 1 and 2, the payments follow): deciding seq 4 panics
+    // once, seqs 5 and 7 every time.
+    let plan = "payment@4,payment@5x*,payment@7x*";
+    let h = Harness::start_with_env(&config_toml(30), &[("CASHBACK_FAULTS", plan)]).await;
     let mut rejected = h.client.subscribe("cashback.rejected.>").await.unwrap();
     h.client.flush().await.unwrap();
     h.citizen("f", &at(-40, 0)).await;
     h.card("f", &hpan(9), &at(-30, 0)).await;
-    h.publish(&payment(&hpan(9), "p1", &at(0, -100), 1000))
+    let first = h
+        .publish(&payment(&hpan(9), "p1", &at(0, -100), 1000))
         .await;
+    assert_eq!(first, 3, "the plan's sequences hold");
     // Panics once: the shard restarts, the retry succeeds, counted once.
-    let mut once = payment(&hpan(9), "p2", &at(0, -90), 2000);
-    once["terminal_id"] = json!("FAULT-ONCE");
+    let once = payment(&hpan(9), "p2", &at(0, -90), 2000);
     h.publish(&once).await;
     // Panics every time: set aside as internal_error; the shard goes on.
-    let mut always = payment(&hpan(9), "p3", &at(0, -80), 4000);
-    always["terminal_id"] = json!("FAULT-ALWAYS");
+    let always = payment(&hpan(9), "p3", &at(0, -80), 4000);
     let poison = h.publish(&always).await;
     h.publish(&payment(&hpan(9), "p4", &at(0, -70), 8000)).await;
     h.caught_up().await;
@@ -198,6 +202,7 @@ async fn a_panicking_shard_is_rebuilt_and_a_poison_message_is_set_aside() {
     // The poison message's key was released: it is not a duplicate, and it
     // fails again (the engine, not the key, is at fault).
     let again = h.publish(&always).await;
+    assert_eq!(again, 7, "the plan's sequences hold");
     h.caught_up().await;
     let got = drain(&mut rejected, Duration::from_millis(500)).await;
     assert_eq!(got[0]["reason"], json!("internal_error"));

@@ -14,5 +14,5 @@ pub mod supervision;
 
 pub use shard::{
     AllStandings, CitizenShard, Lookup, LookupCitizen, LookupMany, ShardBatch, ShardStats,
-    StatementOf, Stats, TakeSnapshot,
+    StatementOf, Stats, TakeSnapshot, WalletOf,
 };

@@ -1,11 +1,16 @@
 //! The citizen shard actor: one per configured shard, each owning the
-//! partitions `p` with `p % shards == index`.
+//! partitions `p` with `p % shards == index` (of the partitions its node
+//! owns).
 
 use crate::supervision::{apply_supervised, Applied};
 use actix::prelude::*;
-use cashback_engine::item::{CitizenFacts, Item, Report, StandingChange};
-use cashback_engine::ledger::{Ledger, Standing};
-use cashback_engine::period::{PeriodIdx, Periods};
+use cashback_engine::directory::CitizenIdx;
+use cashback_engine::item::{Item, Report, StandingChange};
+use cashback_engine::ledger::wallet::WalletCard;
+use cashback_engine::ledger::{CitizenFacts, Ledger, Standing, StatementLine};
+use cashback_engine::period::PeriodIdx;
+use cashback_engine::settings::Settings;
+use cashback_engine::time::Timestamp;
 use std::collections::HashMap;
 use std::sync::Arc;
 
@@ -23,12 +28,17 @@ pub const MAX_QUERIES_IN_FLIGHT: usize = 256;
 /// could then overtake it; batches must arrive in log order.
 pub const MAILBOX_CAPACITY: usize = 2 * (MAX_BATCHES_IN_FLIGHT + MAX_QUERIES_IN_FLIGHT);
 
-/// Items for this shard's partitions, in log order.
+/// Items for this shard's partitions, in log order, then the engine's clock.
 #[derive(Message)]
 #[rtype(result = "Report")]
 pub struct ShardBatch {
     /// (partition, item) pairs.
     pub items: Vec<(u16, Item)>,
+    /// The engine's clock after these items: every ledger of the shard
+    /// expires what waited until then, so that a parked reversal is
+    /// rejected as soon as any message passes its deadline, whatever its
+    /// partition (RULES.md), not only when its own card is touched.
+    pub now: Option<Timestamp>,
 }
 
 /// Ask for a citizen's standing in a period.
@@ -49,17 +59,27 @@ pub struct LookupCitizen {
 #[rtype(result = "Vec<Lookup>")]
 pub struct LookupMany {
     /// (partition, citizen number, period), answered in this order.
-    pub citizens: Vec<(u16, cashback_engine::directory::CitizenIdx, PeriodIdx)>,
+    pub citizens: Vec<(u16, CitizenIdx, PeriodIdx)>,
+}
+
+/// Ask for a citizen's wallet.
+#[derive(Message)]
+#[rtype(result = "Option<(CitizenFacts, Vec<WalletCard>)>")]
+pub struct WalletOf {
+    /// The citizen's partition (one of this shard's).
+    pub partition: u16,
+    /// The citizen.
+    pub citizen_id: String,
 }
 
 /// The statement lines of a citizen held in this shard's partitions (a
 /// citizen's payments live with their cards, which may be anchored in a
 /// partition of another shard after a card changed owner).
 #[derive(Message)]
-#[rtype(result = "Vec<cashback_engine::ledger::StatementLine>")]
+#[rtype(result = "Vec<StatementLine>")]
 pub struct StatementOf {
     /// The citizen's number.
-    pub citizen: cashback_engine::directory::CitizenIdx,
+    pub citizen: CitizenIdx,
     /// The period.
     pub period: PeriodIdx,
 }
@@ -72,7 +92,7 @@ pub struct TakeSnapshot;
 /// Every citizen's standing in every period (to rebuild the ranking after a
 /// snapshot is loaded).
 #[derive(Message)]
-#[rtype(result = "Vec<cashback_engine::item::StandingChange>")]
+#[rtype(result = "Vec<StandingChange>")]
 pub struct AllStandings;
 
 /// Answer to `LookupCitizen`.
@@ -109,9 +129,7 @@ pub struct CitizenShard {
     /// Ledgers of the partitions this shard owns, created on first use.
     ledgers: HashMap<u16, Ledger>,
     /// For new ledgers.
-    periods: Arc<Periods>,
-    /// For new ledgers.
-    park_days: u32,
+    settings: Arc<Settings>,
     /// Set when an item panicked in the current batch: stop after it so the
     /// supervisor restarts the shard.
     failed: bool,
@@ -123,36 +141,42 @@ pub struct CitizenShard {
 
 impl CitizenShard {
     /// A shard with no state yet.
-    pub fn new(index: usize, periods: Arc<Periods>, park_days: u32) -> CitizenShard {
+    pub fn new(index: usize, settings: Arc<Settings>) -> CitizenShard {
+        CitizenShard::restored(index, settings, HashMap::new())
+    }
+
+    /// A shard that starts from ledgers loaded from a snapshot.
+    pub fn restored(
+        index: usize,
+        settings: Arc<Settings>,
+        ledgers: HashMap<u16, Ledger>,
+    ) -> CitizenShard {
         CitizenShard {
             index,
-            ledgers: HashMap::new(),
-            periods,
-            park_days,
+            ledgers,
+            settings,
             failed: false,
             restarts: 0,
             set_aside: 0,
         }
     }
 
-    /// A shard that starts from ledgers loaded from a snapshot.
-    pub fn restored(
-        index: usize,
-        periods: Arc<Periods>,
-        park_days: u32,
-        ledgers: HashMap<u16, Ledger>,
-    ) -> CitizenShard {
-        CitizenShard {
-            ledgers,
-            ..CitizenShard::new(index, periods, park_days)
-        }
-    }
-
     fn ledger(&mut self, partition: u16) -> &mut Ledger {
-        let (periods, park_days) = (&self.periods, self.park_days);
+        let s = &self.settings;
         self.ledgers
             .entry(partition)
-            .or_insert_with(|| Ledger::new(partition, periods.clone(), park_days))
+            .or_insert_with(|| Ledger::new(partition, s.periods.clone(), s.park_days, s.limits))
+    }
+
+    fn supervise(&mut self, partition: u16, item: &Item, report: &mut Report) {
+        match apply_supervised(self.ledger(partition), item, report) {
+            Applied::Cleanly => {}
+            Applied::Recovered(_) => self.failed = true,
+            Applied::SetAside => {
+                self.failed = true;
+                self.set_aside += 1;
+            }
+        }
     }
 }
 
@@ -185,13 +209,17 @@ impl Handler<ShardBatch> for CitizenShard {
     fn handle(&mut self, batch: ShardBatch, ctx: &mut Self::Context) -> Self::Result {
         let mut report = Report::default();
         for (partition, item) in &batch.items {
-            match apply_supervised(self.ledger(*partition), item, &mut report) {
-                Applied::Cleanly => {}
-                Applied::Recovered(_) => self.failed = true,
-                Applied::SetAside => {
-                    self.failed = true;
-                    self.set_aside += 1;
-                }
+            self.supervise(*partition, item, &mut report);
+        }
+        if let Some(now) = batch.now {
+            let due: Vec<u16> = self
+                .ledgers
+                .iter()
+                .filter(|(_, l)| l.needs_tick(now))
+                .map(|(p, _)| *p)
+                .collect();
+            for partition in due {
+                self.supervise(partition, &Item::Tick(now), &mut report);
             }
         }
         let changed = std::mem::take(&mut report.changed);
@@ -243,6 +271,18 @@ impl Handler<LookupMany> for CitizenShard {
                         })
                 })
                 .collect(),
+        )
+    }
+}
+
+impl Handler<WalletOf> for CitizenShard {
+    type Result = MessageResult<WalletOf>;
+
+    fn handle(&mut self, q: WalletOf, _: &mut Self::Context) -> Self::Result {
+        MessageResult(
+            self.ledgers
+                .get(&q.partition)
+                .and_then(|l| l.wallet_by_id(&q.citizen_id)),
         )
     }
 }

@@ -2,16 +2,19 @@
 //!
 //! actix does not restart an actor whose handler panicked: the panic unwinds
 //! through the arbiter and the mailbox closes, so every later `send` fails and
-//! the pipeline would stall. A shard therefore runs each item under
-//! `catch_unwind`. The ledger decides before it commits, so a panicking item
-//! leaves the state as it was; the shard then retries it, and an item that
-//! fails `MAX_ATTEMPTS` times is set aside as `internal_error` so that it
-//! cannot stall its shard. After any panic the shard calls `ctx.stop()`:
-//! started with `actix::Supervisor`, it is restarted on the same address and
-//! mailbox (no message lost), and `Supervised::restarting` rebuilds every
-//! derived index from the primary state before the next message.
+//! the pipeline would stall. A shard therefore *decides* each item under
+//! `catch_unwind`: the ledger decides with `&self` into a `Decision` and only
+//! then commits it (`cashback_engine::ledger::decision`), so a panic leaves
+//! the state exactly as it was, by construction. The shard retries the item,
+//! and an item that fails `MAX_ATTEMPTS` times is set aside as
+//! `internal_error` so that it cannot stall its shard (time still passes for
+//! it: the expiries it would have triggered happen). After any panic the
+//! shard calls `ctx.stop()`: started with `actix::Supervisor`, it is
+//! restarted on the same address and mailbox (no message lost), and
+//! `Supervised::restarting` rebuilds every derived index from the primary
+//! state before the next message.
 
-use cashback_engine::item::{Item, LateRejection, Report, Settled};
+use cashback_engine::item::{Item, LateRejection, Report};
 use cashback_engine::ledger::Ledger;
 use cashback_engine::reason::{Reason, Rejection};
 use std::panic::{catch_unwind, AssertUnwindSafe};
@@ -30,35 +33,81 @@ pub enum Applied {
     SetAside,
 }
 
-/// Applies `item` to `ledger`, retrying after a panic and setting the item
-/// aside after `MAX_ATTEMPTS` panics. Report entries of a try that panicked
-/// are kept: they describe changes committed before the panic (such as the
-/// expiry of parked reversals), which a retry will not repeat.
+/// Applies `item` to `ledger`: decides it (retrying after a panic), then
+/// commits the decision. An item whose decision panics `MAX_ATTEMPTS` times
+/// is set aside.
 pub fn apply_supervised(ledger: &mut Ledger, item: &Item, report: &mut Report) -> Applied {
     let mut attempt = 0;
     loop {
-        let outcome = catch_unwind(AssertUnwindSafe(|| ledger.apply(item, attempt, report)));
-        match outcome {
-            Ok(()) if attempt == 0 => return Applied::Cleanly,
-            Ok(()) => return Applied::Recovered(attempt),
+        match catch_unwind(AssertUnwindSafe(|| ledger.decide(item))) {
+            Ok(decision) => {
+                ledger.commit(decision, report);
+                return match attempt {
+                    0 => Applied::Cleanly,
+                    n => Applied::Recovered(n),
+                };
+            }
             Err(panic) => {
                 attempt += 1;
                 let why = panic_text(&panic);
-                tracing::error!(partition = ledger.partition(), attempt, %why, "shard item panicked");
+                tracing::error!(partition = ledger.partition(), attempt, %why, "deciding a shard item panicked");
                 if attempt >= MAX_ATTEMPTS {
-                    if let Some((seq, key)) = item.message() {
-                        report.settled.push(Settled::Forget(key));
-                        report.rejections.push(LateRejection {
-                            seq,
-                            rejection: Rejection::new(
-                                Reason::InternalError,
-                                format!("the engine failed {attempt} times on this message ({why}); it was set aside"),
-                            ),
-                            origin: None,
-                        });
-                    }
+                    set_aside(ledger, item, &why, attempt, report);
                     return Applied::SetAside;
                 }
+            }
+        }
+    }
+}
+
+/// Runs a step of the sequential router (an enrollment's decision, say)
+/// that may panic, retrying it like a shard item: the router decides before
+/// it commits too, so a retry cannot apply anything twice. `Err` (with the
+/// panic's text) after `MAX_ATTEMPTS` panics: the caller sets the message
+/// aside.
+pub fn retrying<T>(what: &str, mut step: impl FnMut() -> T) -> Result<T, String> {
+    let mut attempt = 0;
+    loop {
+        match catch_unwind(AssertUnwindSafe(&mut step)) {
+            Ok(out) => return Ok(out),
+            Err(panic) => {
+                attempt += 1;
+                let why = panic_text(&panic);
+                tracing::error!(attempt, %why, "{what} panicked");
+                if attempt >= MAX_ATTEMPTS {
+                    return Err(why);
+                }
+            }
+        }
+    }
+}
+
+/// What remains of an item that cannot be decided: time passes, and its
+/// message is rejected `internal_error` (an operator's request is answered
+/// `unavailable`).
+fn set_aside(ledger: &mut Ledger, item: &Item, why: &str, attempts: u8, report: &mut Report) {
+    if let Some(now) = item.now() {
+        if let Ok(tick) = catch_unwind(AssertUnwindSafe(|| ledger.decide_tick(now))) {
+            ledger.commit(tick, report);
+        }
+    }
+    match item {
+        Item::Exclusion(e) => report.exclusions.push((e.seq, e.op, Err("unavailable"))),
+        Item::Credit(c) => report.invariant_violations.push(format!(
+            "a credit from partition {} (seq {}) for citizen {} was set aside after {attempts} failures ({why}): \
+             the citizen's totals miss it until a restart replays it",
+            c.id.source, c.id.seq, c.citizen
+        )),
+        _ => {
+            if let Some(seq) = item.message_seq() {
+                report.rejections.push(LateRejection {
+                    seq,
+                    rejection: Rejection::new(
+                        Reason::InternalError,
+                        format!("the engine failed {attempts} times on this message ({why}); it was set aside"),
+                    ),
+                    origin: item.origin().cloned(),
+                });
             }
         }
     }

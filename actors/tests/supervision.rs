@@ -5,11 +5,17 @@
 use actix::{Arbiter, Supervisor};
 use cashback_actors::{CitizenShard, Lookup, LookupCitizen, ShardBatch, ShardStats};
 use cashback_engine::authorization::Hpan;
-use cashback_engine::item::{CitizenFacts, Item, PaymentItem};
+use cashback_engine::fault::{self, Fault, Point};
+use cashback_engine::item::{Fate, Item, Origin, PaymentItem};
+use cashback_engine::ledger::CitizenFacts;
+use cashback_engine::parking::ParkingLimits;
 use cashback_engine::period::{AwardPeriod, Periods};
 use cashback_engine::reason::Reason;
+use cashback_engine::settings::Settings;
 use cashback_engine::time::Timestamp;
 use std::sync::Arc;
+
+mod faults;
 
 fn ts(s: &str) -> Timestamp {
     Timestamp::parse_rfc3339(s).unwrap()
@@ -28,22 +34,35 @@ fn periods() -> Arc<Periods> {
             max_cashback: "150.00".parse().unwrap(),
             supercashback_winners: 1,
             supercashback_prize: "1.00".parse().unwrap(),
+            max_payments_per_merchant_day: 0,
         }])
         .unwrap(),
     )
 }
 
-fn payment(seq: u64, cents: u64, panics: u8) -> (u16, Item) {
+fn settings() -> Arc<Settings> {
+    Arc::new(Settings {
+        periods: periods(),
+        partitions: 1,
+        park_days: 30,
+        limits: ParkingLimits::default(),
+        max_authorization_bytes: 16384,
+    })
+}
+
+fn payment(seq: u64, cents: u64) -> (u16, Item) {
     (
         0,
         Item::Payment(PaymentItem {
             seq,
-            key: seq as u128,
+            key: seq,
             broker_time: ts("2021-03-02T00:00:00Z"),
             now: ts("2021-03-02T00:00:00Z"),
             hpan: Hpan([1; 32]),
-            citizen: 0,
-            period: 0,
+            fate: Fate::Counts {
+                citizen: 0,
+                period: 0,
+            },
             trx_date: ts("2021-03-01T00:00:00Z"),
             amount: cents,
             acquirer: "32875".into(),
@@ -51,18 +70,26 @@ fn payment(seq: u64, cents: u64, panics: u8) -> (u16, Item) {
             operation_type: 0,
             terminal_key: 1,
             correlation_key: None,
+            merchant_key: 1,
             withdrawn: Default::default(),
-            injected_panics: panics,
+            origin: Origin {
+                subject: "cashback.auth.32875".into(),
+                payload: Default::default(),
+            },
         }),
     )
 }
 
+fn batch(items: Vec<(u16, Item)>) -> ShardBatch {
+    ShardBatch { items, now: None }
+}
+
 #[actix::test]
 async fn panics_neither_lose_state_nor_stall_the_shard() {
+    let _plan = faults::exclusive();
     let arbiter = Arbiter::new();
-    let p = periods();
-    let shard =
-        Supervisor::start_in_arbiter(&arbiter.handle(), move |_| CitizenShard::new(0, p, 30));
+    let s = settings();
+    let shard = Supervisor::start_in_arbiter(&arbiter.handle(), move |_| CitizenShard::new(0, s));
     let citizen = Item::Citizen(CitizenFacts {
         idx: 0,
         id: "c".into(),
@@ -71,30 +98,29 @@ async fn panics_neither_lose_state_nor_stall_the_shard() {
         withdrawn: false,
     });
     let r = shard
-        .send(ShardBatch {
-            items: vec![(0, citizen), payment(1, 1000, 0)],
-        })
+        .send(batch(vec![(0, citizen), payment(1, 1000)]))
         .await
         .unwrap();
     assert_eq!(r.payments, 1);
 
     // One panic, then success: counted exactly once.
-    let r = shard
-        .send(ShardBatch {
-            items: vec![payment(2, 2000, 1)],
-        })
-        .await
-        .unwrap();
+    fault::install([Fault {
+        point: Point::Payment,
+        seq: 2,
+        times: 1,
+    }]);
+    let r = shard.send(batch(vec![payment(2, 2000)])).await.unwrap();
     assert_eq!((r.payments, r.rejections.len()), (1, 0));
     // Always panics: set aside as internal_error, and the rest of the batch
     // (and every later batch) goes on. Send two batches back to back so the
     // second waits in the mailbox across the restart.
-    let poisoned = shard.send(ShardBatch {
-        items: vec![payment(3, 4000, u8::MAX), payment(4, 8000, 0)],
-    });
-    let after = shard.send(ShardBatch {
-        items: vec![payment(5, 16000, 0)],
-    });
+    fault::install([Fault {
+        point: Point::Payment,
+        seq: 3,
+        times: u32::MAX,
+    }]);
+    let poisoned = shard.send(batch(vec![payment(3, 4000), payment(4, 8000)]));
+    let after = shard.send(batch(vec![payment(5, 16000)]));
     let (poisoned, after) = (poisoned.await.unwrap(), after.await.unwrap());
     assert_eq!(poisoned.payments, 1);
     assert_eq!(poisoned.rejections.len(), 1);

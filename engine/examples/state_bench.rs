@@ -14,15 +14,18 @@
 //! the state dropped, and decoded again with `snapshot::decode_ledger`
 //! (which rebuilds the derived indexes), timed, single-threaded.
 //!
-//! Not included: the router (directory of citizens and cards, de-duplication
-//! keys) and the rank index, which have their own figures.
+//! Not included: the router (directory of citizens and cards) and the rank
+//! index, which have their own figures. The de-duplication keys are in the
+//! payment records.
 
 use cashback_engine::authorization::Hpan;
-use cashback_engine::item::{CitizenFacts, Credit, Item, PaymentItem, Report};
-use cashback_engine::ledger::{Ledger, LedgerSizes};
+use cashback_engine::item::{Credit, Fate, Item, Origin, PaymentItem, Report};
+use cashback_engine::ledger::{CitizenFacts, Ledger, LedgerSizes};
+use cashback_engine::parking::ParkingLimits;
 use cashback_engine::partition::{partition_of, DEFAULT_PARTITIONS};
 use cashback_engine::period::{AwardPeriod, Periods};
 use cashback_engine::rank::bench::{self, Rng};
+use cashback_engine::settings::Settings;
 use cashback_engine::snapshot;
 use cashback_engine::time::Timestamp;
 use std::alloc::{GlobalAlloc, Layout, System};
@@ -139,7 +142,7 @@ fn main() {
     let base = live();
     let base_rss = rss();
     let mut ledgers: Vec<Ledger> = (0..partitions)
-        .map(|p| Ledger::new(p, periods.clone(), 30))
+        .map(|p| Ledger::new(p, periods.clone(), 30, ParkingLimits::default()))
         .collect();
     let broker = Timestamp::from_unix_nanos(bench::NOW_SECS as i128 * 1_000_000_000);
     let mut home = Vec::with_capacity(citizens);
@@ -161,7 +164,7 @@ fn main() {
             ),
             withdrawn: false,
         };
-        ledgers[p as usize].apply(&Item::Citizen(facts), 0, &mut Report::default());
+        ledgers[p as usize].apply(&Item::Citizen(facts), &mut Report::default());
     }
     let after_citizens = live();
     let citizens_secs = start.elapsed().as_secs_f64();
@@ -171,6 +174,10 @@ fn main() {
     let mut cards = 0u64;
     let mut report = Report::default();
     let mut credits: Vec<Credit> = Vec::new();
+    let origin = Origin {
+        subject: "cashback.auth.bench".into(),
+        payload: Default::default(),
+    };
     for (idx, &count) in counts.iter().enumerate() {
         if count == 0 {
             continue;
@@ -187,12 +194,14 @@ fn main() {
             let cents = (1000.0 * (0.9 * rng.normal()).exp()).clamp(1.0, 500_000.0) as u64;
             let item = Item::Payment(PaymentItem {
                 seq,
-                key: seq as u128,
+                key: seq,
                 broker_time: broker,
                 now: broker,
                 hpan: hpan(card),
-                citizen: idx as u32,
-                period: 0,
+                fate: Fate::Counts {
+                    citizen: idx as u32,
+                    period: 0,
+                },
                 trx_date: Timestamp::from_unix_nanos(trx as i128 * 1_000_000_000),
                 amount: cents,
                 acquirer: acquirers[(rng.below(64) as usize).min(rng.below(12) as usize)].clone(),
@@ -200,10 +209,11 @@ fn main() {
                 operation_type: [0, 2, 3][rng.below(3) as usize],
                 terminal_key: rng.next_u64(),
                 correlation_key: (rng.below(10) < 7).then(|| rng.next_u64()),
+                merchant_key: rng.below(1000),
                 withdrawn: Default::default(),
-                injected_panics: 0,
+                origin: origin.clone(),
             });
-            ledgers[p].apply(&item, 0, &mut report);
+            ledgers[p].apply(&item, &mut report);
             credits.append(&mut report.credits);
             report = Report::default();
         }
@@ -212,7 +222,7 @@ fn main() {
     // crosses partitions here; apply any anyway.
     for c in credits {
         let p = home[c.citizen as usize] as usize;
-        ledgers[p].apply(&Item::Credit(c), 0, &mut Report::default());
+        ledgers[p].apply(&Item::Credit(c), &mut Report::default());
     }
     let after_payments = live();
     let payments_secs = start.elapsed().as_secs_f64();
@@ -227,6 +237,8 @@ fn main() {
             owner_runs: a.owner_runs + s.owner_runs,
             spilled: a.spilled + s.spilled,
             acquirers: a.acquirers.max(s.acquirers),
+            slots: a.slots + s.slots,
+            wallet_cards: a.wallet_cards + s.wallet_cards,
         });
     assert_eq!(sizes.payments as u64, total_payments);
 
@@ -239,9 +251,16 @@ fn main() {
     drop(ledgers);
     let before_decode = live();
     let start = Instant::now();
+    let settings = Settings {
+        periods: periods.clone(),
+        partitions,
+        park_days: 30,
+        limits: ParkingLimits::default(),
+        max_authorization_bytes: 16384,
+    };
     let restored: Vec<Ledger> = encoded
         .iter()
-        .map(|b| snapshot::decode_ledger(b, periods.clone()).expect("decodes"))
+        .map(|b| snapshot::decode_ledger(b, &settings).expect("decodes"))
         .collect();
     let decode_secs = start.elapsed().as_secs_f64();
     let restored_bytes = live() - before_decode;
@@ -270,7 +289,7 @@ fn main() {
     println!("| --- | --- |");
     println!(
         "| `size_of::<PaymentRecord>()` | {} B |",
-        std::mem::size_of::<cashback_engine::ledger::PaymentRecord>()
+        std::mem::size_of::<cashback_engine::ledger::record::PaymentRecord>()
     );
     println!(
         "| payment buffers (capacity incl.) per payment, live | {:.1} B |",

@@ -98,10 +98,15 @@ pub struct Authorization {
     pub trx_date: Timestamp,
     /// Cents, at least 1.
     pub total_amount: u64,
-    /// 128-bit hash of the de-duplication key (acquirer_code, acquirer_id,
-    /// id_trx_acquirer, operation_type, trx_date as received). 128 bits make an
-    /// accidental collision among billions of keys practically impossible.
-    pub dedup_key: u128,
+    /// Hash of the de-duplication key without its card (acquirer_code,
+    /// acquirer_id, id_trx_acquirer, operation_type, trx_date as received):
+    /// see [`payment_key`]. The card is the rest of the key (RULES.md rule
+    /// 6): keys are kept, and compared, only among one card's messages.
+    pub key: u64,
+    /// Hash of (acquirer_code, merchant_id): the shop, for the split-payment
+    /// limit (RULES.md, "Split payments"). Compared only among one card's
+    /// payments of one day.
+    pub merchant_key: u64,
     /// Hash of (acquirer_code, acquirer_id, merchant_id, terminal_id): the
     /// place of a payment, for matching total reversals that carry no
     /// correlation id. Compared only among one card's payments.
@@ -111,9 +116,30 @@ pub struct Authorization {
     pub correlation_key: Option<u64>,
     /// The acquirer's code, for statements (the router interns it).
     pub acquirer_code: Box<str>,
-    /// How many times the shard should panic on this message: a test hook,
-    /// set only when fault injection is enabled (see `Decoder`).
-    pub injected_panics: u8,
+}
+
+/// The de-duplication key of a message of one card, as 64 bits: a hash of
+/// (acquirer_code, acquirer_id, id_trx_acquirer, operation_type, trx_date
+/// exactly as received). The card is not hashed in: keys are only ever
+/// compared among the messages of one card, where 64 bits make a false
+/// duplicate practically impossible (about n^2 / 2^65 for a card with n
+/// messages: under 10^-6 expected over the whole 2021 programme). Also how an
+/// operator's exclusion names a payment (PROTOCOL.md section 6).
+pub fn payment_key(
+    acquirer_code: &str,
+    acquirer_id: &str,
+    id_trx_acquirer: &str,
+    operation_type: &str,
+    trx_date: &str,
+) -> u64 {
+    hash_parts(&[
+        acquirer_code,
+        acquirer_id,
+        id_trx_acquirer,
+        operation_type,
+        trx_date,
+    ])
+    .digest()
 }
 
 /// How far past the broker's receive time a `trx_date` may lie (clock skew
@@ -129,11 +155,6 @@ pub const DEFAULT_MAX_AUTHORIZATION_BYTES: usize = 16 * 1024;
 /// Decodes authorizations. Holds only options; cheap to copy.
 #[derive(Clone, Copy, Debug)]
 pub struct Decoder {
-    /// When true, a `terminal_id` of `FAULT-ONCE` makes the shard panic on the
-    /// message once and `FAULT-ALWAYS` every time: how tests prove that
-    /// supervision rebuilds a shard and sets poison messages aside. Off in
-    /// production.
-    pub fault_injection: bool,
     /// Bodies longer than this are refused before any parsing, so that no
     /// message can make the decoder (or a parked reversal) hold more.
     pub max_payload_bytes: usize,
@@ -142,7 +163,6 @@ pub struct Decoder {
 impl Default for Decoder {
     fn default() -> Decoder {
         Decoder {
-            fault_injection: false,
             max_payload_bytes: DEFAULT_MAX_AUTHORIZATION_BYTES,
         }
     }
@@ -443,23 +463,18 @@ impl Decoder {
             ));
         }
 
-        let dedup_key = hash_parts(&[
+        let key = payment_key(
             acquirer_code,
             acquirer_id,
             id_trx_acquirer,
             operation_type,
             trx_date_text,
-        ])
-        .digest128();
+        );
+        let merchant_key = hash_parts(&[acquirer_code, merchant_id]).digest();
         let terminal_key =
             hash_parts(&[acquirer_code, acquirer_id, merchant_id, terminal_id]).digest();
         let correlation_key =
             correlation_id.map(|c| hash_parts(&[acquirer_code, acquirer_id, c]).digest());
-        let injected_panics = match (self.fault_injection, terminal_id) {
-            (true, "FAULT-ONCE") => 1,
-            (true, "FAULT-ALWAYS") => u8::MAX,
-            _ => 0,
-        };
         Ok(Authorization {
             acquirer_code: acquirer_code.into(),
             operation,
@@ -468,10 +483,10 @@ impl Decoder {
             hpan,
             trx_date,
             total_amount,
-            dedup_key,
+            key,
+            merchant_key,
             terminal_key,
             correlation_key,
-            injected_panics,
         })
     }
 }
@@ -742,15 +757,21 @@ pub(crate) mod tests {
         v["trx_date"] = json!("2021-03-14T09:22:33Z"); // same instant, other text
         let b = decode(&v).unwrap();
         assert_eq!(a.trx_date, b.trx_date);
-        assert_ne!(a.dedup_key, b.dedup_key);
+        assert_ne!(a.key, b.key);
         let mut v = sample();
         v["operation_type"] = json!("01");
-        assert_ne!(decode(&v).unwrap().dedup_key, a.dedup_key);
+        assert_ne!(decode(&v).unwrap().key, a.key);
         let mut v = sample();
         v["correlation_id"] = json!("C1");
         v["merchant_id"] = json!("M2");
         let c = decode(&v).unwrap();
         assert!(c.correlation_key.is_some());
         assert_ne!(c.terminal_key, a.terminal_key);
+        assert_ne!(c.merchant_key, a.merchant_key);
+        // The card is not in the 64-bit key (it is the other half of the
+        // rule's key, kept by where keys are stored).
+        let mut v = sample();
+        v["hpan"] = json!("b".repeat(64));
+        assert_eq!(decode(&v).unwrap().key, a.key);
     }
 }

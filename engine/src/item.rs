@@ -1,18 +1,21 @@
 //! What the router hands to a partition, and what a partition reports back.
-//! Plain data: the actor shells carry these between threads.
+//! Plain data: the actor shells carry these between threads, and a cluster
+//! node carries credits between machines.
 
 use crate::authorization::Hpan;
 use crate::directory::CitizenIdx;
 use crate::period::PeriodIdx;
 use crate::reason::Rejection;
+use crate::standing::{CitizenFacts, Standing};
 use crate::time::Timestamp;
 use bytes::Bytes;
 use rust_decimal::Decimal;
 use smallvec::SmallVec;
 use std::sync::Arc;
 
-/// Where a message came from, kept so that a rejection decided later (a parked
-/// reversal that expires) can still be published with the original payload.
+/// Where a message came from, kept so that a rejection decided later (a
+/// duplicate found by the card's partition, a parked reversal that expires)
+/// can still be published with the original payload.
 #[derive(Clone, Debug, PartialEq, Eq, serde::Serialize, serde::Deserialize)]
 pub struct Origin {
     /// The subject it was published on.
@@ -21,24 +24,41 @@ pub struct Origin {
     pub payload: Bytes,
 }
 
-/// A payment the router has accepted: it counts, and the partition records it.
+/// What the router concluded about a payment from the directory and the
+/// periods (RULES.md checks 3 for payments). The card's partition decides
+/// the rest: a duplicate comes first in the order of checks, but only the
+/// partition knows the card's keys; the split-payment limit comes last.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub enum Fate {
+    /// It counts for this citizen in this period, unless it is a duplicate
+    /// or over the split-payment limit.
+    Counts {
+        /// The card's owner at `trx_date`, who gets the count (possibly
+        /// in another partition).
+        citizen: CitizenIdx,
+        /// The period of `trx_date`.
+        period: PeriodIdx,
+    },
+    /// It does not count for this reason, unless it is a duplicate.
+    Rejected(Rejection),
+}
+
+/// A payment on an enrolled card, for the card's partition to judge.
 #[derive(Clone, Debug, PartialEq, Eq)]
 pub struct PaymentItem {
     /// Stream sequence: arrival order.
     pub seq: u64,
-    /// Its de-duplication key, released if the partition sets the payment
-    /// aside after repeated failures.
-    pub key: u128,
+    /// Its de-duplication key among the card's messages.
+    pub key: u64,
     /// Broker receive time of this message: the clock of every rule.
     pub broker_time: Timestamp,
-    /// Broker time of the message being processed, for expiring parked reversals.
+    /// The engine's clock (the latest broker time seen), for expiring
+    /// parked reversals.
     pub now: Timestamp,
     /// The card, whose payments live in this partition.
     pub hpan: Hpan,
-    /// The owner at `trx_date`, who gets the count (possibly in another partition).
-    pub citizen: CitizenIdx,
-    /// The period of `trx_date`.
-    pub period: PeriodIdx,
+    /// The router's verdict.
+    pub fate: Fate,
     /// When the card was used.
     pub trx_date: Timestamp,
     /// Cents.
@@ -53,11 +73,23 @@ pub struct PaymentItem {
     pub terminal_key: u64,
     /// See `Authorization::correlation_key`.
     pub correlation_key: Option<u64>,
+    /// See `Authorization::merchant_key`.
+    pub merchant_key: u64,
     /// Owners of this card who have withdrawn, for parked reversals that
     /// this payment may release onto an older payment of theirs.
     pub withdrawn: SmallVec<[CitizenIdx; 1]>,
-    /// Test hook: panics to inject (see `Decoder::fault_injection`).
-    pub injected_panics: u8,
+    /// The message, should it be rejected.
+    pub origin: Origin,
+}
+
+impl PaymentItem {
+    /// The citizen and period it counts for, if the router found any.
+    pub fn counts(&self) -> Option<(CitizenIdx, PeriodIdx)> {
+        match self.fate {
+            Fate::Counts { citizen, period } => Some((citizen, period)),
+            Fate::Rejected(_) => None,
+        }
+    }
 }
 
 /// A reversal, waiting or not: everything needed to match and apply it later.
@@ -67,8 +99,8 @@ pub struct Reversal {
     pub seq: u64,
     /// Broker receive time; parking expires `reversal_park_days` after it.
     pub broker_time: Timestamp,
-    /// The reversal's de-duplication key, released if it is rejected.
-    pub key: u128,
+    /// Its de-duplication key among the card's messages.
+    pub key: u64,
     /// Cents to reverse.
     pub amount: u64,
     /// See `Authorization::terminal_key`.
@@ -79,35 +111,52 @@ pub struct Reversal {
     pub origin: Origin,
 }
 
-/// A reversal to match now.
+/// A reversal on an enrolled card, to match now.
 #[derive(Clone, Debug, PartialEq, Eq)]
 pub struct ReversalItem {
     /// The reversal.
     pub reversal: Reversal,
-    /// Broker time of the message being processed.
+    /// The engine's clock.
     pub now: Timestamp,
     /// The card.
     pub hpan: Hpan,
     /// Owners of this card who have withdrawn.
     pub withdrawn: SmallVec<[CitizenIdx; 1]>,
-    /// Test hook, as for payments.
-    pub injected_panics: u8,
-    /// How many reversals the card may already have waiting for this one to
-    /// wait too (0 when the engine-wide bound is reached); beyond it the
-    /// reversal is `unmatched_reversal` at once (see `ParkingLimits`).
-    pub park_room: usize,
+}
+
+/// Who sent a credit and where it stands in that sender's output: the
+/// sending partition, the stream sequence of the message whose decision
+/// produced it, and its place among that decision's credits. A sender
+/// produces credits in increasing order of this id (it applies the log in
+/// order, and every decision is deterministic), so a receiver that
+/// remembers the last id it took from each sender takes each credit exactly
+/// once, however many times it is re-sent: after a crash and replay, by a
+/// replica, across nodes.
+#[derive(
+    Clone, Copy, Debug, PartialEq, Eq, PartialOrd, Ord, Hash, serde::Serialize, serde::Deserialize,
+)]
+pub struct CreditId {
+    /// Stream sequence of the originating message (compared first).
+    pub seq: u64,
+    /// Place among the credits that message produced in its partition.
+    pub index: u32,
+    /// The sending partition.
+    pub source: u16,
 }
 
 /// A change to a citizen's count and cashback decided in another partition
 /// (the card's), to be added here (the citizen's). Credits commute, so the
-/// order in which they arrive does not change the result.
-#[derive(Clone, Debug, PartialEq, Eq)]
+/// order in which different senders' credits arrive does not change the
+/// result; one sender's arrive in its order.
+#[derive(Clone, Debug, PartialEq, Eq, serde::Serialize, serde::Deserialize)]
 pub struct Credit {
-    /// Whose summary.
+    /// Identity, for exactly-once delivery.
+    pub id: CreditId,
+    /// Whose summary (the router maps it to the citizen's partition).
     pub citizen: CitizenIdx,
     /// Which period.
     pub period: PeriodIdx,
-    /// +1 for a payment, -1 for a payment reversed to zero.
+    /// +1 for a payment, -1 for a payment that stopped counting.
     pub count: i32,
     /// Cashback to add (negative for reversals).
     pub cashback: Decimal,
@@ -115,30 +164,72 @@ pub struct Credit {
     pub trx_date: Option<Timestamp>,
 }
 
-/// The citizen facts a partition needs to answer queries.
-#[derive(Clone, Debug, PartialEq, Eq, serde::Serialize, serde::Deserialize)]
-pub struct CitizenFacts {
-    /// The citizen's number.
-    pub idx: CitizenIdx,
-    /// The public id.
-    pub id: Arc<str>,
-    /// Where the refund goes, for the payout file.
-    pub iban: Arc<str>,
-    /// For the ranking's tie-break.
-    pub tc_accepted_at: Timestamp,
-    /// Withdrawn citizens answer `citizen_withdrawn` and are not ranked.
-    pub withdrawn: bool,
+/// A change of a citizen's wallet (PROTOCOL.md, `cashback.query.wallet`),
+/// for the citizen's partition, which answers wallet queries.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub enum WalletChange {
+    /// A window of `hpan` opened for the citizen at `from`.
+    Opened {
+        /// Whose wallet.
+        citizen: CitizenIdx,
+        /// The card.
+        hpan: Hpan,
+        /// `activated_at`.
+        from: Timestamp,
+    },
+    /// The citizen's open window of `hpan` closed at `until`.
+    Closed {
+        /// Whose wallet.
+        citizen: CitizenIdx,
+        /// The card.
+        hpan: Hpan,
+        /// `deactivated_at`.
+        until: Timestamp,
+    },
+}
+
+/// Whether an operator excludes a payment or takes the exclusion back
+/// (RULES.md, "Operator exclusions").
+#[derive(Clone, Copy, Debug, PartialEq, Eq, serde::Serialize, serde::Deserialize)]
+pub enum ExclusionOp {
+    /// `cashback.admin.exclude`.
+    Exclude,
+    /// `cashback.admin.reinstate`.
+    Reinstate,
+}
+
+/// An operator's exclusion or reinstatement of one payment, journaled, for
+/// the card's partition.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct ExclusionItem {
+    /// Stream sequence of the journal entry.
+    pub seq: u64,
+    /// Broker time of the journal entry: whether the payment's period still
+    /// accepts data is judged at it.
+    pub broker_time: Timestamp,
+    /// The engine's clock.
+    pub now: Timestamp,
+    /// Exclude or reinstate.
+    pub op: ExclusionOp,
+    /// The card.
+    pub hpan: Hpan,
+    /// The payment's de-duplication key among the card's messages.
+    pub key: u64,
+    /// The operator's reason, kept for audit.
+    pub reason: Arc<str>,
 }
 
 /// One unit of work for a partition, in log order.
 #[derive(Clone, Debug, PartialEq, Eq)]
 pub enum Item {
-    /// Record an accepted payment.
+    /// Judge a payment on one of the partition's cards.
     Payment(PaymentItem),
     /// Match a reversal.
     Reversal(ReversalItem),
     /// A citizen of this partition was created or changed.
     Citizen(CitizenFacts),
+    /// A citizen of this partition enrolled or removed a card.
+    Wallet(WalletChange),
     /// Apply a credit decided elsewhere.
     Credit(Credit),
     /// Take over reversals parked before their card was ever enrolled.
@@ -148,17 +239,43 @@ pub enum Item {
         /// In arrival order.
         parked: Vec<Reversal>,
     },
-    /// Time passes: expire parked reversals.
+    /// Exclude or reinstate a payment of one of the partition's cards.
+    Exclusion(ExclusionItem),
+    /// Time passes: expire parked reversals, drop the slots of closed
+    /// periods.
     Tick(Timestamp),
 }
 
 impl Item {
-    /// The stream sequence and de-duplication key of the message this item
-    /// came from, if it came from an authorization.
-    pub fn message(&self) -> Option<(u64, u128)> {
+    /// The stream sequence of the message this item came from, when it is
+    /// one of the messages whose outcome is published (authorizations,
+    /// exclusions): what a set-aside item is reported under.
+    pub fn message_seq(&self) -> Option<u64> {
         match self {
-            Item::Payment(p) => Some((p.seq, p.key)),
-            Item::Reversal(r) => Some((r.reversal.seq, r.reversal.key)),
+            Item::Payment(p) => Some(p.seq),
+            Item::Reversal(r) => Some(r.reversal.seq),
+            Item::Exclusion(e) => Some(e.seq),
+            _ => None,
+        }
+    }
+
+    /// The message, for publishing its rejection, when the item carries it.
+    pub fn origin(&self) -> Option<&Origin> {
+        match self {
+            Item::Payment(p) => Some(&p.origin),
+            Item::Reversal(r) => Some(&r.reversal.origin),
+            _ => None,
+        }
+    }
+
+    /// The engine's clock at this item, when it carries one: a set-aside
+    /// item still lets time pass.
+    pub fn now(&self) -> Option<Timestamp> {
+        match self {
+            Item::Payment(p) => Some(p.now),
+            Item::Reversal(r) => Some(r.now),
+            Item::Exclusion(e) => Some(e.now),
+            Item::Tick(t) => Some(*t),
             _ => None,
         }
     }
@@ -178,7 +295,7 @@ pub struct StandingChange {
     /// Withdrawn citizens leave the ranking and get no pushes.
     pub withdrawn: bool,
     /// Count, cashback, last payment date.
-    pub standing: crate::ledger::Standing,
+    pub standing: Standing,
 }
 
 impl StandingChange {
@@ -204,41 +321,22 @@ pub struct LateRejection {
     pub seq: u64,
     /// Why.
     pub rejection: Rejection,
-    /// Its origin when the partition has it (reversals); otherwise the
-    /// caller fetches the message from the stream by `seq`.
+    /// Its origin when the partition has it; otherwise (an item set aside
+    /// after repeated failures) the caller reads the message back from the
+    /// stream by `seq`.
     pub origin: Option<Origin>,
 }
 
-/// The fate of a reversal's de-duplication key, as a partition reports it.
-#[derive(Clone, Copy, Debug, PartialEq, Eq)]
-pub enum Settled {
-    /// Applied: remember the key for good.
-    Remember(u128),
-    /// Rejected or set aside: forget it, a re-send is judged afresh.
-    Forget(u128),
-    /// Parked: remember it until `deadline` (broker time), when the reversal
-    /// expires and its key is forgotten. The router tracks the deadline so that
-    /// expiry happens at the first message past it, whatever its partition.
-    Parked {
-        /// The key.
-        key: u128,
-        /// When the wait ends.
-        deadline: Timestamp,
-        /// Where it waits.
-        partition: u16,
-    },
-}
+/// How an operator's exclusion or reinstatement ended (PROTOCOL.md section
+/// 6): `Ok(changed)` (false for an idempotent repeat), or the error code.
+pub type ExclusionOutcome = Result<bool, &'static str>;
 
 /// What a partition did with a batch of items.
 #[derive(Clone, Debug, Default, PartialEq, Eq)]
 pub struct Report {
-    /// Reversals rejected (now, or after waiting).
+    /// Messages rejected (now, or after waiting).
     pub rejections: Vec<LateRejection>,
-    /// Reversal keys whose fate is now known, in decision order. (Expiry of a
-    /// parked reversal reports nothing here: the router forgets the key on
-    /// its own at the deadline.)
-    pub settled: Vec<Settled>,
-    /// Credits for citizens of other partitions.
+    /// Credits for citizens of other partitions, in the order decided.
     pub credits: Vec<Credit>,
     /// Citizens whose standing changed, by partition, with the period
     /// (`None`: every period, as after a withdrawal); may repeat. The shard
@@ -247,12 +345,21 @@ pub struct Report {
     /// The new standings of the citizens that changed, once per citizen and
     /// period: what the ranking and the pushes consume.
     pub standings: Vec<StandingChange>,
+    /// Outcomes of operators' exclusions, by journal sequence.
+    pub exclusions: Vec<(u64, ExclusionOp, ExclusionOutcome)>,
     /// Payments recorded.
     pub payments: u64,
     /// Reversals applied to a payment.
     pub reversals_applied: u64,
     /// Reversals parked to wait for their payment.
     pub reversals_parked: u64,
+    /// Credits received again and ignored (a re-send after a crash, or a
+    /// replica's copy): expected in a cluster, counted for operators.
+    pub credits_repeated: u64,
+    /// Broken invariants met and survived (a count that would go below zero,
+    /// a credit for a citizen the partition does not hold): never expected;
+    /// logged loudly and counted so that an operator sees them.
+    pub invariant_violations: Vec<String>,
     /// Net change of the accrued cashback (uncapped, after reversals) of the
     /// citizens held here, per period: for the `cashback_accrued_euros` metric.
     pub cashback: SmallVec<[(PeriodIdx, Decimal); 2]>,
@@ -273,12 +380,14 @@ impl Report {
             self.accrue(period, delta);
         }
         self.rejections.extend(other.rejections);
-        self.settled.extend(other.settled);
         self.credits.extend(other.credits);
         self.changed.extend(other.changed);
         self.standings.extend(other.standings);
+        self.exclusions.extend(other.exclusions);
+        self.invariant_violations.extend(other.invariant_violations);
         self.payments += other.payments;
         self.reversals_applied += other.reversals_applied;
         self.reversals_parked += other.reversals_parked;
+        self.credits_repeated += other.credits_repeated;
     }
 }

@@ -6,21 +6,26 @@
 //! decide payments, pick the partition) -> [`ledger`] (count, cashback,
 //! reversal matching) -> [`query`] (what the app sees).
 
+pub mod admin;
 pub mod authorization;
 pub mod directory;
 pub mod enrollment;
 pub mod fasthash;
+pub mod fault;
 pub mod item;
 pub mod ledger;
 pub mod local;
 pub mod money;
+pub mod parking;
 pub mod partition;
 pub mod period;
 pub mod query;
 pub mod rank;
 pub mod reason;
 pub mod router;
+pub mod settings;
 pub mod snapshot;
+pub mod standing;
 pub mod summary;
 pub mod time;
 

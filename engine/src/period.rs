@@ -36,6 +36,12 @@ pub struct AwardPeriod {
     /// The Supercashback prize.
     #[serde(with = "rust_decimal::serde::str")]
     pub supercashback_prize: Decimal,
+    /// Most payments of one card at one shop (`merchant_id` of one
+    /// `acquirer_code`) on one Europe/Rome day that count; 0 (or absent): no
+    /// limit (RULES.md, "Split payments"). u16: a real limit is a handful,
+    /// and the per-day slot counters that enforce it are 2 bytes each.
+    #[serde(default)]
+    pub max_payments_per_merchant_day: u16,
 }
 
 impl AwardPeriod {
@@ -56,6 +62,7 @@ impl AwardPeriod {
             max_cashback: money("150.00"),
             supercashback_winners: 100_000,
             supercashback_prize: money("1500.00"),
+            max_payments_per_merchant_day: 0,
         }
     }
 }
@@ -187,6 +194,18 @@ impl Periods {
     /// period `idx` (RULES.md, rule 4).
     pub fn accepts_data(&self, idx: PeriodIdx, broker_time: Timestamp) -> bool {
         broker_time < self.closes_at[idx as usize]
+    }
+
+    /// The Rome date of `instant` as a day number within period `idx` (0 on
+    /// its first day): what a split-payment slot records. `None` when the
+    /// instant's date is outside the period.
+    pub fn day_in(&self, idx: PeriodIdx, instant: Timestamp) -> Option<u16> {
+        let p = &self.periods[idx as usize];
+        let date = instant.rome_date();
+        if date < p.start || date > p.end {
+            return None;
+        }
+        u16::try_from((date - p.start).num_days()).ok()
     }
 
     /// The first instant at which period `idx` no longer accepts data.

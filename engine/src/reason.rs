@@ -15,6 +15,7 @@ pub enum Reason {
     CitizenWithdrawn,
     OutsideAwardPeriod,
     PeriodClosed,
+    MerchantDailyLimit,
     Duplicate,
     ReversalExceedsOriginal,
     UnmatchedReversal,
@@ -23,7 +24,7 @@ pub enum Reason {
 
 impl Reason {
     /// Every reason, for metrics that must show zeros before the first one.
-    pub const ALL: [Reason; 15] = [
+    pub const ALL: [Reason; 16] = [
         Reason::Malformed,
         Reason::InvalidField,
         Reason::UnsupportedCurrency,
@@ -35,6 +36,7 @@ impl Reason {
         Reason::CitizenWithdrawn,
         Reason::OutsideAwardPeriod,
         Reason::PeriodClosed,
+        Reason::MerchantDailyLimit,
         Reason::Duplicate,
         Reason::ReversalExceedsOriginal,
         Reason::UnmatchedReversal,
@@ -55,6 +57,7 @@ impl Reason {
             Reason::CitizenWithdrawn => "citizen_withdrawn",
             Reason::OutsideAwardPeriod => "outside_award_period",
             Reason::PeriodClosed => "period_closed",
+            Reason::MerchantDailyLimit => "merchant_daily_limit",
             Reason::Duplicate => "duplicate",
             Reason::ReversalExceedsOriginal => "reversal_exceeds_original",
             Reason::UnmatchedReversal => "unmatched_reversal",

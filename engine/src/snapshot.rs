@@ -5,21 +5,22 @@
 //!
 //! The encoding is bincode (compact, fast, deterministic for these types).
 //! What can be derived (indexes, the ranking) is rebuilt on load rather than
-//! stored; configuration is checked by fingerprint, so a snapshot is never
-//! applied under different periods or partitions.
+//! stored; configuration is checked by fingerprint ([`Settings`]), so a
+//! snapshot is never applied under settings that would decide differently.
 
 use crate::ledger::Ledger;
-use crate::period::Periods;
 use crate::router::Router;
+use crate::settings::Settings;
 use crate::time::Timestamp;
 use serde::{Deserialize, Serialize};
 use std::io::Read;
-use std::sync::Arc;
 
 /// Bumped whenever the encoding of any state changes. 2: packed 32-byte
 /// payment records, card numbers, owner runs, interned acquirers, spills.
-/// 3: 64-byte citizen summaries (`summary::Citizens`).
-pub const FORMAT: u32 = 3;
+/// 3: 64-byte citizen summaries (`summary::Citizens`). 4: de-duplication
+/// keys in the cards' books (40-byte records), lean directory, wallets,
+/// split-payment slots, exclusions, credit ids, the node in the header.
+pub const FORMAT: u32 = 4;
 
 /// What a snapshot says about itself.
 #[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
@@ -32,6 +33,11 @@ pub struct Header {
     pub fingerprint: u64,
     /// When it was taken (wall clock; for operators only).
     pub taken_at: Timestamp,
+    /// The cluster node that took it (0 of 1 for a single process): it
+    /// holds the ledgers of that node's partitions only.
+    pub node: u16,
+    /// How many nodes the cluster had.
+    pub nodes: u16,
 }
 
 /// A whole snapshot: the router, and each partition's ledger, encoded.
@@ -45,35 +51,35 @@ pub struct Snapshot {
     pub ledgers: Vec<(u16, Vec<u8>)>,
 }
 
-/// Fingerprint of the configuration that state depends on: periods (ids,
-/// dates, rules), partitions and reversal parking.
-pub fn fingerprint(periods: &Periods, partitions: u16, park_days: u32) -> u64 {
-    let text = format!("{:?}|{partitions}|{park_days}", periods.all());
-    xxhash_rust::xxh3::xxh3_64(text.as_bytes())
-}
-
 /// Encodes a ledger (run by its shard, on the shard's thread).
 pub fn encode_ledger(ledger: &Ledger) -> Vec<u8> {
     bincode::serialize(ledger).expect("ledgers always encode")
 }
 
 /// Decodes a ledger and makes it whole.
-pub fn decode_ledger(bytes: &[u8], periods: Arc<Periods>) -> Result<Ledger, String> {
+pub fn decode_ledger(bytes: &[u8], settings: &Settings) -> Result<Ledger, String> {
     let mut ledger: Ledger = bincode::deserialize(bytes).map_err(|e| e.to_string())?;
-    ledger.restore(periods);
+    ledger.restore(
+        settings.periods.clone(),
+        settings.park_days,
+        settings.limits,
+    );
     Ok(ledger)
 }
 
-/// Encodes the router. Call only with nothing in flight.
+/// Encodes the router.
 pub fn encode_router(router: &Router) -> Vec<u8> {
-    assert!(!router.has_in_flight(), "snapshots need a settled router");
     bincode::serialize(router).expect("the router always encodes")
 }
 
 /// Decodes the router and makes it whole.
-pub fn decode_router(bytes: &[u8], periods: Arc<Periods>) -> Result<Router, String> {
+pub fn decode_router(bytes: &[u8], settings: &Settings) -> Result<Router, String> {
     let mut router: Router = bincode::deserialize(bytes).map_err(|e| e.to_string())?;
-    router.restore(periods);
+    router.restore(
+        settings.periods.clone(),
+        settings.park_days,
+        settings.limits,
+    );
     Ok(router)
 }
 
@@ -126,7 +132,9 @@ impl Header {
         }
         if self.fingerprint != fingerprint {
             return Err(
-                "taken under another configuration (periods, partitions or parking)".into(),
+                "taken under other settings (periods and their rules, partitions, parking, \
+                 authorization size)"
+                    .into(),
             );
         }
         Ok(())
@@ -198,7 +206,10 @@ fn read_blob(reader: &mut impl Read) -> Result<Vec<u8>, String> {
 mod tests {
     use super::*;
     use crate::local::LocalEngine;
+    use crate::parking::ParkingLimits;
+    use crate::period::Periods;
     use crate::router::Position;
+    use std::sync::Arc;
 
     #[test]
     fn a_snapshot_round_trip_keeps_every_decision() {
@@ -235,13 +246,22 @@ mod tests {
             pay("r2", 500, "01", "K2").as_bytes(),
         ); // parked
            // Snapshot a, restore into b.
-        let fp = fingerprint(&periods, 8, 30);
+        let settings = Settings {
+            periods: periods.clone(),
+            partitions: 8,
+            park_days: 30,
+            limits: ParkingLimits::new(100, 200_000, 8),
+            max_authorization_bytes: 16384,
+        };
+        let fp = settings.fingerprint();
         let snap = Snapshot {
             header: Header {
                 format: FORMAT,
                 seq: 4,
                 fingerprint: fp,
                 taken_at: Timestamp::now(),
+                node: 0,
+                nodes: 1,
             },
             router: encode_router(&a.router),
             ledgers: a
@@ -253,9 +273,9 @@ mod tests {
         let loaded = Snapshot::from_bytes(&snap.to_bytes(), fp).unwrap();
         assert!(Snapshot::from_bytes(&snap.to_bytes(), fp ^ 1).is_err());
         let mut b = LocalEngine::new(8, periods.clone(), 30);
-        b.router = decode_router(&loaded.router, periods.clone()).unwrap();
+        b.router = decode_router(&loaded.router, &settings).unwrap();
         for (p, bytes) in &loaded.ledgers {
-            b.ledgers[*p as usize] = decode_ledger(bytes, periods.clone()).unwrap();
+            b.ledgers[*p as usize] = decode_ledger(bytes, &settings).unwrap();
         }
         // The same messages now decide the same way in both.
         for e in [&mut a, &mut b] {
@@ -288,6 +308,8 @@ mod tests {
             seq: 9,
             fingerprint,
             taken_at: Timestamp::now(),
+            node: 1,
+            nodes: 3,
         };
         let snap = Snapshot {
             header: header(7),
@@ -324,7 +346,7 @@ mod tests {
         assert_eq!(parts, expected);
         // Another configuration is refused before any part is read.
         let refused = read_parts(bytes.as_slice(), 8, |_| panic!("no part"));
-        assert!(refused.unwrap_err().contains("another configuration"));
+        assert!(refused.unwrap_err().contains("other settings"));
         // A cut anywhere is an error, never a shorter snapshot.
         for cut in [10, bytes.len() - 1] {
             assert!(read_parts(&bytes[..cut], 7, |_| Ok(())).is_err());

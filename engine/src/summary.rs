@@ -15,9 +15,8 @@
 
 use crate::directory::CitizenIdx;
 use crate::fasthash::FastMap;
-use crate::item::CitizenFacts;
-use crate::ledger::Standing;
 use crate::period::PeriodIdx;
+use crate::standing::{CitizenFacts, Standing};
 use crate::time::Timestamp;
 use rust_decimal::prelude::ToPrimitive;
 use rust_decimal::Decimal;
@@ -193,7 +192,10 @@ impl Citizens {
             self.by_id.remove(&identity.id);
             identity.id = facts.id.clone();
         }
-        identity.iban = facts.iban.clone();
+        // A withdrawal carries no IBAN (the directory keeps none): keep ours.
+        if !facts.iban.is_empty() {
+            identity.iban = facts.iban.clone();
+        }
         self.by_id.insert(facts.id.clone(), slot);
         let tc = i64::try_from(facts.tc_accepted_at.unix_nanos()).ok();
         let summary = &mut self.summaries[slot as usize];

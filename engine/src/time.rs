@@ -46,6 +46,17 @@ impl Timestamp {
         self.secs as i128 * NANOS_PER_SEC + self.nanos as i128
     }
 
+    /// Whole seconds since the epoch and nanoseconds within that second:
+    /// for records that pack an instant without padding.
+    pub fn parts(self) -> (i64, u32) {
+        (self.secs, self.nanos)
+    }
+
+    /// The instant of [`parts`](Self::parts).
+    pub fn from_parts(secs: i64, nanos: u32) -> Timestamp {
+        Timestamp::from_unix_nanos(secs as i128 * NANOS_PER_SEC + nanos as i128)
+    }
+
     /// Seconds since the Unix epoch, rounded down.
     pub fn unix_secs(self) -> i64 {
         self.secs

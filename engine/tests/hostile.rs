@@ -1,6 +1,7 @@
 //! Hostile input against the engine's pure core:
 //! - floods of reversals that match nothing stay within the parking bounds
-//!   (per card and in total), decided in log order, and survive a snapshot;
+//!   (per card, and the engine-wide bound's share per partition and for
+//!   cards nobody enrolled), decided in log order, and survive a snapshot;
 //! - property tests feed about 215,000 random and mutated authorization
 //!   and enrollment payloads (in about 3 s) through the decoder and the enrollment
 //!   validator: none panics, and every refused one carries a reason.
@@ -8,9 +9,12 @@
 use cashback_engine::authorization::{Decoder, Operation};
 use cashback_engine::enrollment::{parse_request, EnrollCommand, EnrollKind};
 use cashback_engine::local::LocalEngine;
+use cashback_engine::parking::ParkingLimits;
+use cashback_engine::partition::partition_of;
 use cashback_engine::period::{AwardPeriod, Periods};
 use cashback_engine::reason::Reason;
-use cashback_engine::router::{ParkingLimits, Position};
+use cashback_engine::router::Position;
+use cashback_engine::settings::Settings;
 use cashback_engine::snapshot::{decode_ledger, decode_router, encode_ledger, encode_router};
 use cashback_engine::time::Timestamp;
 use proptest::prelude::*;
@@ -53,9 +57,10 @@ struct Log {
 
 impl Log {
     fn new(limits: ParkingLimits) -> Log {
-        let mut engine = LocalEngine::new(16, periods(), 30);
-        engine.router.set_parking_limits(limits);
-        Log { engine, seq: 0 }
+        Log {
+            engine: LocalEngine::with_limits(16, periods(), 30, limits),
+            seq: 0,
+        }
     }
 
     fn at(&mut self) -> Position {
@@ -100,13 +105,28 @@ impl Log {
     fn parked_in_ledgers(&self) -> usize {
         self.engine.ledgers.iter().map(|l| l.parked_count()).sum()
     }
+
+    /// Reversals waiting anywhere: in ledgers, and for cards nobody enrolled.
+    fn waiting(&self) -> usize {
+        self.parked_in_ledgers() + self.engine.router.orphan_count()
+    }
+}
+
+/// `n` citizen ids that all hash into one partition (of 16).
+fn same_partition(n: usize) -> Vec<String> {
+    let home = partition_of("c0", 16);
+    (0..)
+        .map(|i| format!("c{i}"))
+        .filter(|id| partition_of(id, 16) == home)
+        .take(n)
+        .collect()
 }
 
 #[test]
 fn a_flood_of_unmatched_reversals_for_one_citizen_stays_within_the_cap() {
     let limits = ParkingLimits {
         per_card: 40,
-        total: 1_000,
+        per_partition: 1_000,
     };
     let mut log = Log::new(limits);
     log.enroll("c1", &card(1));
@@ -128,9 +148,20 @@ fn a_flood_of_unmatched_reversals_for_one_citizen_stays_within_the_cap() {
     // The first 40 wait; every later one is refused at once, in log order.
     assert_eq!((parked, refused), (40, 19_960));
     assert_eq!(log.parked_in_ledgers(), 40);
-    assert_eq!(log.engine.router.waiting_reversals(), 40);
-    // Memory stays bounded: refused reversals leave no key behind.
-    assert_eq!(log.engine.router.remembered_keys(), 40);
+    assert_eq!(log.waiting(), 40);
+    // Memory stays bounded: refused reversals leave no key behind (the
+    // waiting ones are the card's only reversal keys).
+    let book = |log: &Log| {
+        let l = log.engine.ledger_of("c1").unwrap();
+        let b = l.card(&cashback_engine::authorization::Hpan::parse(&card(1)).unwrap());
+        b.map(|b| {
+            (
+                b.parked_len(),
+                b.reversals.as_ref().map_or(0, |r| r.applied_keys.len()),
+            )
+        })
+    };
+    assert_eq!(book(&log), Some((40, 0)));
 
     // A payment that one waiting reversal matches releases it, which makes
     // room for exactly one more.
@@ -145,18 +176,21 @@ fn a_flood_of_unmatched_reversals_for_one_citizen_stays_within_the_cap() {
 }
 
 #[test]
-fn the_engine_wide_cap_holds_across_cards_and_for_cards_nobody_enrolled() {
+fn the_engine_wide_cap_holds_per_partition_and_for_cards_nobody_enrolled() {
     let limits = ParkingLimits {
         per_card: 10,
-        total: 95,
+        per_partition: 25,
     };
     let mut log = Log::new(limits);
-    for c in 0..5 {
-        log.enroll(&format!("c{c}"), &card(c));
+    // Five citizens of one partition, a card each.
+    let citizens = same_partition(5);
+    for (c, id) in citizens.iter().enumerate() {
+        log.enroll(id, &card(c as u32));
     }
     let mut parked = 0;
-    // 5 enrolled cards and 20 never enrolled, 10 reversals each: 250 tries
-    // for 95 places.
+    // 5 enrolled cards of one partition and 20 never enrolled, 10
+    // reversals each: 250 tries for 25 places in the partition and 25 for
+    // the cards nobody enrolled.
     for c in 0..25u32 {
         for i in 0..10u32 {
             if log
@@ -172,10 +206,10 @@ fn the_engine_wide_cap_holds_across_cards_and_for_cards_nobody_enrolled() {
             }
         }
     }
-    assert_eq!(parked, 95);
-    assert_eq!(log.engine.router.waiting_reversals(), 95);
-    // The enrolled cards came first: 50 wait in ledgers, 45 as orphans.
-    assert_eq!(log.parked_in_ledgers(), 50);
+    assert_eq!(parked, 50);
+    assert_eq!(log.waiting(), 50);
+    assert_eq!(log.parked_in_ledgers(), 25);
+    assert_eq!(log.engine.router.orphan_count(), 25);
     // A per-card overflow of an orphan card is refused too.
     let mut log = Log::new(limits);
     let refused: usize = (0..30u32)
@@ -191,7 +225,7 @@ fn the_engine_wide_cap_holds_across_cards_and_for_cards_nobody_enrolled() {
 fn parking_bounds_are_decided_alike_after_a_snapshot() {
     let limits = ParkingLimits {
         per_card: 5,
-        total: 12,
+        per_partition: 6,
     };
     let mut log = Log::new(limits);
     log.enroll("c1", &card(1));
@@ -210,19 +244,25 @@ fn parking_bounds_are_decided_alike_after_a_snapshot() {
             10 + i as u64,
         ));
     }
-    // Snapshot, restore into a second engine (limits are configuration:
-    // set again after the restore).
+    // Snapshot, restore into a second engine (limits are configuration,
+    // part of the settings a snapshot is loaded under).
+    let settings = Settings {
+        periods: periods(),
+        partitions: 16,
+        park_days: 30,
+        limits,
+        max_authorization_bytes: 16384,
+    };
     let mut restored = Log::new(limits);
     restored.seq = log.seq;
-    restored.engine.router = decode_router(&encode_router(&log.engine.router), periods()).unwrap();
-    restored.engine.router.set_parking_limits(limits);
+    restored.engine.router = decode_router(&encode_router(&log.engine.router), &settings).unwrap();
     restored.engine.ledgers = log
         .engine
         .ledgers
         .iter()
-        .map(|l| decode_ledger(&encode_ledger(l), periods()).unwrap())
+        .map(|l| decode_ledger(&encode_ledger(l), &settings).unwrap())
         .collect();
-    assert_eq!(restored.engine.router.waiting_reversals(), 10);
+    assert_eq!(restored.waiting(), 10);
     // The same continuation decides the same way in both.
     let tail: Vec<Value> = (0..6u32)
         .flat_map(|i| {
@@ -237,11 +277,10 @@ fn parking_bounds_are_decided_alike_after_a_snapshot() {
     let b: Vec<Vec<Reason>> = tail.iter().map(|v| restored.send(v)).collect();
     assert_eq!(a, b);
     assert!(a.iter().flatten().any(|r| *r == Reason::UnmatchedReversal));
-    assert_eq!(
-        log.engine.router.waiting_reversals(),
-        restored.engine.router.waiting_reversals()
-    );
-    assert!(log.engine.router.waiting_reversals() <= 12);
+    assert_eq!(log.waiting(), restored.waiting());
+    // Each partition, and the cards nobody enrolled, within the share.
+    assert!(log.engine.ledgers.iter().all(|l| l.parked_count() <= 6));
+    assert!(log.engine.router.orphan_count() <= 6);
 }
 
 // ---------------------------------------------------------------------------

@@ -58,6 +58,7 @@ fn period(id: &str, start: &str, end: &str) -> AwardPeriod {
         max_cashback: dec("150.00"),
         supercashback_winners: 100_000,
         supercashback_prize: dec("1500.00"),
+        max_payments_per_merchant_day: 0,
     }
 }
 
@@ -1139,7 +1140,7 @@ fn trx_date_more_than_five_minutes_after_broker_time_is_invalid() {
 // ---------------------------------------------------------------------------
 
 #[test]
-fn dedup_key_is_acquirer_code_acquirer_id_id_operation_and_trx_date_text() {
+fn dedup_key_is_card_acquirer_code_acquirer_id_id_operation_and_trx_date_text() {
     let (a, b) = (card(0xA), card(0xB));
     let mut s = Sim::alice(vec![h1()]);
     s.ok(enroll_card("alice", &b, "2020-01-01T00:00:00Z"));
@@ -1147,12 +1148,18 @@ fn dedup_key_is_acquirer_code_acquirer_id_id_operation_and_trx_date_text() {
     let rows: Vec<(Value, &str)> = vec![
         (p(), "ok"),
         (p(), "duplicate"),
-        // only the key matters
+        // only the key matters...
+        (
+            p().with("total_amount", 9999).with("merchant_id", "M9"),
+            "duplicate",
+        ),
+        // ...and the card is part of it: the same acquirer key on another
+        // card is judged afresh (RULES.md rule 6)
         (
             p().with("hpan", b.as_str())
                 .with("total_amount", 9999)
                 .with("merchant_id", "M9"),
-            "duplicate",
+            "ok",
         ),
         (p().with("operation_type", "02"), "ok"),
         (p().with("operation_type", "03"), "ok"),
@@ -1177,7 +1184,7 @@ fn dedup_key_is_acquirer_code_acquirer_id_id_operation_and_trx_date_text() {
     }
     assert_eq!(
         s.standing("alice", H1),
-        st(9, "9.00", Some("2021-03-14T10:00:00Z"))
+        st(10, "19.00", Some("2021-03-14T10:00:00Z"))
     );
 }
 

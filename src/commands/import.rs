@@ -57,9 +57,11 @@ pub fn row_to_json(line: &str) -> Option<(String, String, String)> {
         }
     }
     body.push('}');
+    // PROTOCOL section 1: hpan, acquirer_code, acquirer_id,
+    // id_trx_acquirer, operation_type, trx_date.
     let msg_id = format!(
-        "{}/{}/{}/{}/{}",
-        fields[0], fields[10], fields[5], fields[1], fields[4]
+        "{}/{}/{}/{}/{}/{}",
+        fields[3], fields[0], fields[10], fields[5], fields[1], fields[4]
     );
     Some((fields[0].to_owned(), msg_id, body))
 }

@@ -38,6 +38,24 @@ impl Subjects {
         format!("{}.journal.enroll", self.prefix)
     }
 
+    /// `cashback.journal.admin`: where the engine journals operators'
+    /// exclusions and reinstatements.
+    pub fn journal_admin(&self) -> String {
+        format!("{}.journal.admin", self.prefix)
+    }
+
+    /// `cashback.journal.credit`: where a cluster node journals the credits
+    /// it decided for citizens of other nodes' partitions (PROTOCOL.md
+    /// section 8: what nodes pass each other is itself in the log).
+    pub fn journal_credit(&self) -> String {
+        format!("{}.journal.credit", self.prefix)
+    }
+
+    /// `cashback.admin.<op>`: operators' requests.
+    pub fn admin(&self, op: &str) -> String {
+        format!("{}.admin.{op}", self.prefix)
+    }
+
     /// Whether `subject` is an authorization.
     pub fn is_auth(&self, subject: &str) -> bool {
         subject

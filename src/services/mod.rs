@@ -2,6 +2,7 @@
 //! are idempotent and the requester retries on timeout, so core subscriptions
 //! are fit here (unlike for authorizations, which go through JetStream).
 
+pub mod admin;
 pub mod awards;
 pub mod enrollment;
 pub mod query;

@@ -43,6 +43,7 @@ use cashback_engine::period::Periods;
 use cashback_engine::rank::bench::{self as shape, Rng};
 use cashback_engine::rank::RankKey;
 use cashback_engine::router::Position;
+use cashback_engine::settings::Settings;
 use cashback_engine::snapshot::{self, Header, Snapshot, FORMAT};
 use cashback_engine::time::Timestamp;
 use rust_decimal::Decimal;
@@ -162,8 +163,12 @@ supercashback_prize = "1500.00"
 /// Builds the state: enrollments, then `payments` payments in time order.
 fn build(args: &Args, config: &Config, periods: Arc<Periods>) -> Result<Built> {
     let started = Instant::now();
-    let mut e = LocalEngine::new(config.partitions, periods, config.reversal_park_days);
-    e.router.set_parking_limits(config.parking_limits());
+    let mut e = LocalEngine::with_limits(
+        config.partitions,
+        periods,
+        config.reversal_park_days,
+        config.parking_limits(),
+    );
     let mut rng = Rng::new(2021);
     let n = args.citizens;
     // Payments per citizen: the 2021H1 shape scaled to the total, rounded
@@ -245,11 +250,11 @@ fn build(args: &Args, config: &Config, periods: Arc<Periods>) -> Result<Built> {
             // Cents, log-normal around 35 EUR: an integer drawn once, the
             // money itself is computed by the engine in Decimal.
             total_amount: (3500.0 * (0.9 * rng.normal()).exp()).clamp(1.0, 500_000.0) as u64,
-            dedup_key: ((rng.next_u64() as u128) << 64) | seq as u128,
+            key: rng.next_u64(),
+            merchant_key: rng.below(10_000),
             terminal_key: rng.next_u64(),
             correlation_key: (rng.below(10) < 7).then(|| rng.next_u64()),
             acquirer_code: acquirers[(rng.below(64) as usize).min(rng.below(12) as usize)].clone(),
-            injected_panics: 0,
         };
         let at = Position {
             seq,
@@ -270,7 +275,8 @@ fn build(args: &Args, config: &Config, periods: Arc<Periods>) -> Result<Built> {
             e.rejections.len()
         );
     }
-    let keys = e.router.remembered_keys();
+    // De-duplication keys live in the payment records (one per payment).
+    let keys = e.ledgers.iter().map(|l| l.payment_count().0).sum();
     Ok(Built {
         counted: slots.len() as u64,
         engine: e,
@@ -361,15 +367,15 @@ fn encode_parts(e: &LocalEngine, shards: usize) -> Encoded {
 /// The reference decode: every part of the snapshot, on one thread, from
 /// memory; seconds in all and of which the router (the one part that
 /// cannot be spread over threads).
-fn decode_one_thread(snapshot: &Snapshot, periods: &Arc<Periods>) -> Result<(f64, f64)> {
+fn decode_one_thread(snapshot: &Snapshot, settings: &Settings) -> Result<(f64, f64)> {
     let started = Instant::now();
-    let router = snapshot::decode_router(&snapshot.router, periods.clone())
-        .map_err(|e| anyhow::anyhow!(e))?;
+    let router =
+        snapshot::decode_router(&snapshot.router, settings).map_err(|e| anyhow::anyhow!(e))?;
     let router_secs = started.elapsed().as_secs_f64();
     let ledgers = snapshot
         .ledgers
         .iter()
-        .map(|(_, b)| snapshot::decode_ledger(b, periods.clone()))
+        .map(|(_, b)| snapshot::decode_ledger(b, settings))
         .collect::<Result<Vec<_>, _>>()
         .map_err(|e| anyhow::anyhow!(e))?;
     let secs = started.elapsed().as_secs_f64();
@@ -439,8 +445,9 @@ pub async fn run(args: &Args) -> Result<Report> {
     let scratch = tempfile::tempdir()?;
     let config_path = write_config(scratch.path())?;
     let config = Config::load(Some(&config_path))?;
-    let periods = Arc::new(config.periods()?);
-    let fingerprint = snapshot::fingerprint(&periods, config.partitions, config.reversal_park_days);
+    let settings = config.settings()?;
+    let periods = settings.periods.clone();
+    let fingerprint = settings.fingerprint();
 
     eprintln!(
         "restart: building {} citizens, {} payments...",
@@ -462,11 +469,13 @@ pub async fn run(args: &Args) -> Result<Report> {
             seq,
             fingerprint,
             taken_at: Timestamp::now(),
+            node: 0,
+            nodes: 1,
         },
         router,
         ledgers,
     };
-    let (decode_secs, router_decode_secs) = decode_one_thread(&snapshot, &periods)?;
+    let (decode_secs, router_decode_secs) = decode_one_thread(&snapshot, &settings)?;
     release_freed_memory();
     let started = Instant::now();
     let segments = snapshot.into_segments();
