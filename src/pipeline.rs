@@ -379,7 +379,10 @@ impl Pipeline {
             Err(e) => {
                 // The detail may quote the entry (a citizen id, an IBAN):
                 // debug level only; the code says enough at error level.
-                tracing::error!(code = e.code, "unreadable enrollment journal entry skipped");
+                tracing::error!(
+                    code = e.code.as_str(),
+                    "unreadable enrollment journal entry skipped"
+                );
                 tracing::debug!(error = %e.message, "unreadable enrollment journal entry");
                 Err(e)
             }

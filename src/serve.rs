@@ -8,8 +8,7 @@ use crate::nats::subjects::Subjects;
 use crate::pipeline::Pipeline;
 use crate::progress::Progress;
 use crate::rejections::RejectionPublisher;
-use crate::services::query::QueryContext;
-use crate::services::{enrollment, query};
+use crate::services::{EnrollmentContext, QueryContext, ServiceContext};
 use crate::waiters::Waiters;
 use actix::Actor;
 use actix::{Arbiter, Supervisor};
@@ -197,14 +196,6 @@ async fn serve(config: Config, options: ServeOptions) -> Result<()> {
         });
     }
 
-    let mut services = tokio::task::JoinSet::new();
-    services.spawn(enrollment::serve(
-        client.clone(),
-        js.clone(),
-        subjects.clone(),
-        waiters,
-        stop_rx.clone(),
-    ));
     let query_ctx = QueryContext {
         shards: shards.clone(),
         ranking: ranking.clone(),
@@ -212,12 +203,24 @@ async fn serve(config: Config, options: ServeOptions) -> Result<()> {
         periods: periods.clone(),
         progress: progress.clone(),
     };
-    services.spawn(query::serve(
-        client.clone(),
-        subjects.clone(),
-        query_ctx.clone(),
-        stop_rx.clone(),
-    ));
+    let services_ctx = ServiceContext {
+        query: query_ctx.clone(),
+        enrollment: EnrollmentContext {
+            js: js.clone(),
+            subjects: subjects.clone(),
+            waiters,
+        },
+    };
+    let mut services = tokio::task::JoinSet::new();
+    for spec in crate::services::SERVICES {
+        services.spawn(crate::services::serve(
+            client.clone(),
+            subjects.clone(),
+            spec,
+            services_ctx.clone(),
+            stop_rx.clone(),
+        ));
+    }
     tokio::spawn(crate::push::run(
         client.clone(),
         subjects.clone(),

@@ -6,6 +6,7 @@ use crate::authorization::Hpan;
 use crate::enrollment::{EnrollCommand, EnrollError};
 use crate::fasthash::FastMap;
 use crate::partition::partition_of;
+use crate::refusal::ErrorCode;
 use crate::time::Timestamp;
 use smallvec::SmallVec;
 use std::collections::HashMap;
@@ -178,7 +179,7 @@ impl Directory {
                     let c = &mut self.citizens[idx as usize];
                     if c.withdrawn {
                         return Err(EnrollError::new(
-                            "citizen_withdrawn",
+                            ErrorCode::CitizenWithdrawn,
                             "the citizen has withdrawn from the programme; withdrawal is final",
                         ));
                     }
@@ -209,7 +210,10 @@ impl Directory {
             } => {
                 let idx = self.known(citizen_id)?;
                 let hpan = Hpan::parse(hpan).ok_or_else(|| {
-                    EnrollError::new("invalid_hpan", "hpan must be 64 lower-case hex characters")
+                    EnrollError::new(
+                        ErrorCode::InvalidHpan,
+                        "hpan must be 64 lower-case hex characters",
+                    )
                 })?;
                 let window = CardWindow {
                     citizen: idx,
@@ -227,7 +231,7 @@ impl Directory {
                     Some(card) => match card.windows.iter().find(|w| w.until.is_none()) {
                         Some(open) if open.citizen == idx => Ok(EnrollEffect::Unchanged),
                         Some(_) => Err(EnrollError::new(
-                            "card_owned_by_other_citizen",
+                            ErrorCode::CardOwnedByOtherCitizen,
                             "the card is active for another citizen, who must remove it first",
                         )),
                         None => {
@@ -244,7 +248,7 @@ impl Directory {
             } => {
                 let idx = self.known(citizen_id)?;
                 let unknown =
-                    || EnrollError::new("unknown_card", "the citizen never had this card");
+                    || EnrollError::new(ErrorCode::UnknownCard, "the citizen never had this card");
                 let hpan = Hpan::parse(hpan).ok_or_else(unknown)?;
                 let card = self.cards.get_mut(&hpan).ok_or_else(unknown)?;
                 if !card.windows.iter().any(|w| w.citizen == idx) {
@@ -276,8 +280,9 @@ impl Directory {
     }
 
     fn known(&self, citizen_id: &str) -> Result<CitizenIdx, EnrollError> {
-        self.find(citizen_id)
-            .ok_or_else(|| EnrollError::new("unknown_citizen", "no citizen with this citizen_id"))
+        self.find(citizen_id).ok_or_else(|| {
+            EnrollError::new(ErrorCode::UnknownCitizen, "no citizen with this citizen_id")
+        })
     }
 }
 
@@ -316,7 +321,7 @@ mod tests {
     }
 
     fn code(r: Result<EnrollEffect, EnrollError>) -> &'static str {
-        r.map(|_| "ok").unwrap_or_else(|e| e.code)
+        r.map(|_| "ok").unwrap_or_else(|e| e.code.as_str())
     }
 
     #[test]

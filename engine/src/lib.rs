@@ -19,6 +19,7 @@ pub mod period;
 pub mod query;
 pub mod rank;
 pub mod reason;
+pub mod refusal;
 pub mod router;
 pub mod snapshot;
 pub mod summary;
