@@ -5,7 +5,7 @@
 //! One authorization from NATS to the app: [`pipeline`] reads it from the
 //! JetStream log and routes it ([`cashback_engine::router`]), a
 //! [`cashback_actors::CitizenShard`] applies it ([`cashback_engine::ledger`]),
-//! and [`services::query`] answers the app from the shard's state.
+//! and [`services`] answer the app from the shard's state.
 
 pub mod commands;
 pub mod config;

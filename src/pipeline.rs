@@ -469,7 +469,7 @@ impl Pipeline {
                     // keeps every node and replay in agreement.
                     tracing::error!(seq = at.seq, %why, "an enrollment failed repeatedly and was set aside");
                     Err(EnrollError::new(
-                        "unavailable",
+                        cashback_engine::refusal::ErrorCode::Unavailable,
                         "the engine failed on this request; it was set aside",
                     ))
                 }
@@ -477,7 +477,10 @@ impl Pipeline {
             Err(e) => {
                 // The detail may quote the entry (a citizen id, an IBAN):
                 // debug level only; the code says enough at error level.
-                tracing::error!(code = e.code, "unreadable enrollment journal entry skipped");
+                tracing::error!(
+                    code = e.code.as_str(),
+                    "unreadable enrollment journal entry skipped"
+                );
                 tracing::debug!(error = %e.message, "unreadable enrollment journal entry");
                 Err(e)
             }
@@ -498,7 +501,10 @@ impl Pipeline {
         let entry = match entry {
             Ok(e) => e,
             Err(e) => {
-                tracing::error!(code = e.code, "unreadable admin journal entry skipped");
+                tracing::error!(
+                    code = e.code.as_str(),
+                    "unreadable admin journal entry skipped"
+                );
                 return;
             }
         };
@@ -513,8 +519,13 @@ impl Pipeline {
             }
             Err(partition) => {
                 if self.ownership.owns(partition) {
-                    self.answer_operator(at.seq, entry.op, Err("unknown_payment"), reply)
-                        .await;
+                    self.answer_operator(
+                        at.seq,
+                        entry.op,
+                        Err(cashback_engine::refusal::ErrorCode::UnknownPayment),
+                        reply,
+                    )
+                    .await;
                 }
             }
         }
@@ -535,7 +546,7 @@ impl Pipeline {
         let label = match outcome {
             Ok(true) => "applied",
             Ok(false) => "unchanged",
-            Err(code) => code,
+            Err(code) => code.as_str(),
         };
         metrics::counter!("cashback_exclusions_total", "op" => op_name, "outcome" => label)
             .increment(1);

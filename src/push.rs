@@ -13,13 +13,13 @@
 
 use crate::nats::subjects::Subjects;
 use crate::progress::Progress;
-use crate::services::query::{LeaderboardReply, QueryContext};
+use crate::services::protocol::{CitizenReply, LeaderboardReply};
+use crate::services::QueryContext;
 use cashback_actors::ranking::{PageOf, RanksOf};
 use cashback_engine::directory::CitizenIdx;
 use cashback_engine::fasthash::{FastMap, FastSet};
 use cashback_engine::item::StandingChange;
 use cashback_engine::period::PeriodIdx;
-use cashback_engine::query::citizen_reply;
 use std::sync::atomic::Ordering::Relaxed;
 use std::sync::Arc;
 use std::time::{Duration, Instant};
@@ -163,7 +163,7 @@ impl Pusher {
         };
         for (change, rank) in batch.iter().zip(ranks) {
             let period = self.ctx.periods.get(change.period);
-            let reply = citizen_reply(&change.id, period, &change.standing, Some(&rank));
+            let reply = CitizenReply::new(&change.id, period, &change.standing, Some(&rank));
             let body = serde_json::to_vec(&reply).expect("reply serializes");
             if self
                 .client

@@ -8,8 +8,7 @@ use crate::nats::subjects::Subjects;
 use crate::pipeline::{Pipeline, Wiring};
 use crate::progress::Progress;
 use crate::rejections::RejectionPublisher;
-use crate::services::query::QueryContext;
-use crate::services::{admin, enrollment, query};
+use crate::services::{AdminContext, EnrollmentContext, QueryContext, ServiceContext};
 use crate::waiters::Waiters;
 use actix::Actor;
 use actix::{Arbiter, Supervisor};
@@ -206,33 +205,37 @@ async fn serve(config: Config, options: ServeOptions) -> Result<()> {
         });
     }
 
-    let mut services = tokio::task::JoinSet::new();
-    services.spawn(enrollment::serve(
-        client.clone(),
-        js.clone(),
-        subjects.clone(),
-        waiters,
-        stop_rx.clone(),
-    ));
-    services.spawn(admin::serve(
-        client.clone(),
-        js.clone(),
-        subjects.clone(),
-        stop_rx.clone(),
-    ));
     let query_ctx = QueryContext {
         shards: shards.clone(),
         ranking: ranking.clone(),
         partitions: config.partitions,
+        ownership,
         periods: periods.clone(),
         progress: progress.clone(),
     };
-    services.spawn(query::serve(
-        client.clone(),
-        subjects.clone(),
-        query_ctx.clone(),
-        stop_rx.clone(),
-    ));
+    let services_ctx = ServiceContext {
+        query: query_ctx.clone(),
+        enrollment: EnrollmentContext {
+            js: js.clone(),
+            subjects: subjects.clone(),
+            waiters,
+        },
+        admin: AdminContext {
+            client: client.clone(),
+            js: js.clone(),
+            subjects: subjects.clone(),
+        },
+    };
+    let mut services = tokio::task::JoinSet::new();
+    for spec in crate::services::SERVICES {
+        services.spawn(crate::services::serve(
+            client.clone(),
+            subjects.clone(),
+            spec,
+            services_ctx.clone(),
+            stop_rx.clone(),
+        ));
+    }
     tokio::spawn(crate::push::run(
         client.clone(),
         subjects.clone(),

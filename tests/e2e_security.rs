@@ -216,6 +216,37 @@ async fn each_role_gets_its_own_subjects_and_nothing_else() {
         .unwrap();
     operator.assert_no_violation().await;
 
+    // Allowed: the operator discovers and measures the services (the NATS
+    // services protocol); every service of the engine answers a PING.
+    let inbox = operator.client.new_inbox();
+    let mut pongs = operator.client.subscribe(inbox.clone()).await.unwrap();
+    operator
+        .client
+        .publish_with_reply("$SRV.PING", inbox, "".into())
+        .await
+        .unwrap();
+    let mut services = std::collections::BTreeSet::new();
+    while services.len() < 2 {
+        let pong = tokio::time::timeout(Duration::from_secs(20), pongs.next())
+            .await
+            .unwrap_or_else(|_| {
+                panic!(
+                    "only {services:?} answered $SRV.PING; engine log:\n{}",
+                    engine.log_text()
+                )
+            })
+            .unwrap();
+        let pong: Value = serde_json::from_slice(&pong.payload).unwrap();
+        services.insert(pong["name"].as_str().unwrap().to_owned());
+    }
+    assert_eq!(
+        services,
+        std::collections::BTreeSet::from(["cashback-enrollment".into(), "cashback-query".into()])
+    );
+    let stats = request(&operator, "$SRV.STATS.cashback-query", json!({})).await;
+    assert_eq!(stats["name"], json!("cashback-query"), "{stats}");
+    operator.assert_no_violation().await;
+
     // Allowed: the app enrolls and queries (request-reply through its inbox).
     let r = request(
         &app,

@@ -6,6 +6,7 @@
 use crate::authorization::{payment_key, Hpan};
 use crate::enrollment::EnrollError;
 use crate::item::ExclusionOp;
+use crate::refusal::ErrorCode;
 use crate::time::Timestamp;
 use serde::{Deserialize, Serialize};
 
@@ -57,7 +58,7 @@ impl ExclusionCommand {
 }
 
 fn bad(message: impl Into<String>) -> EnrollError {
-    EnrollError::new("bad_request", message)
+    EnrollError::new(ErrorCode::BadRequest, message)
 }
 
 /// Checks a request body: a JSON object with every field a string of the
@@ -157,8 +158,11 @@ mod tests {
             let mut v = request();
             v[field] = value;
             let e = parse_request(v.to_string().as_bytes()).unwrap_err();
-            assert_eq!(e.code, "bad_request", "{field}");
+            assert_eq!(e.code, ErrorCode::BadRequest, "{field}");
         }
-        assert_eq!(parse_request(b"[]").unwrap_err().code, "bad_request");
+        assert_eq!(
+            parse_request(b"[]").unwrap_err().code,
+            ErrorCode::BadRequest
+        );
     }
 }

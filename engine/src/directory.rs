@@ -14,6 +14,7 @@ use crate::enrollment::{EnrollCommand, EnrollError};
 use crate::fasthash::FastMap;
 use crate::fault::{self, Point};
 use crate::partition::partition_of;
+use crate::refusal::ErrorCode;
 use crate::time::Timestamp;
 use smallvec::SmallVec;
 
@@ -309,7 +310,7 @@ impl Directory {
                 ..
             } => match self.find(citizen_id) {
                 Some(idx) if self.citizens[idx as usize].withdrawn => Err(EnrollError::new(
-                    "citizen_withdrawn",
+                    ErrorCode::CitizenWithdrawn,
                     "the citizen has withdrawn from the programme; withdrawal is final",
                 )),
                 Some(idx) => Ok(Change::Reenrolled(idx)),
@@ -329,7 +330,10 @@ impl Directory {
             } => {
                 let idx = self.known(citizen_id)?;
                 let hpan = Hpan::parse(hpan).ok_or_else(|| {
-                    EnrollError::new("invalid_hpan", "hpan must be 64 lower-case hex characters")
+                    EnrollError::new(
+                        ErrorCode::InvalidHpan,
+                        "hpan must be 64 lower-case hex characters",
+                    )
                 })?;
                 let window = CardWindow::open(idx, parse(activated_at));
                 match self.cards.get(&hpan) {
@@ -341,7 +345,7 @@ impl Directory {
                     Some(card) => match card.windows.iter().find(|w| w.until().is_none()) {
                         Some(open) if open.citizen == idx => Ok(Change::Unchanged),
                         Some(_) => Err(EnrollError::new(
-                            "card_owned_by_other_citizen",
+                            ErrorCode::CardOwnedByOtherCitizen,
                             "the card is active for another citizen, who must remove it first",
                         )),
                         None => Ok(Change::Opened { hpan, window }),
@@ -355,7 +359,7 @@ impl Directory {
             } => {
                 let idx = self.known(citizen_id)?;
                 let unknown =
-                    || EnrollError::new("unknown_card", "the citizen never had this card");
+                    || EnrollError::new(ErrorCode::UnknownCard, "the citizen never had this card");
                 let hpan = Hpan::parse(hpan).ok_or_else(unknown)?;
                 let card = self.cards.get(&hpan).ok_or_else(unknown)?;
                 if !card.windows.iter().any(|w| w.citizen == idx) {
@@ -453,8 +457,9 @@ impl Directory {
     }
 
     fn known(&self, citizen_id: &str) -> Result<CitizenIdx, EnrollError> {
-        self.find(citizen_id)
-            .ok_or_else(|| EnrollError::new("unknown_citizen", "no citizen with this citizen_id"))
+        self.find(citizen_id).ok_or_else(|| {
+            EnrollError::new(ErrorCode::UnknownCitizen, "no citizen with this citizen_id")
+        })
     }
 }
 
@@ -493,7 +498,7 @@ mod tests {
     }
 
     fn code(r: Result<EnrollEffect, EnrollError>) -> &'static str {
-        r.map(|_| "ok").unwrap_or_else(|e| e.code)
+        r.map(|_| "ok").unwrap_or_else(|e| e.code.as_str())
     }
 
     #[test]

@@ -7,6 +7,7 @@
 //! decides exactly the same way.
 
 use crate::authorization::Hpan;
+use crate::refusal::{ErrorCode, Refusal};
 use crate::time::Timestamp;
 use serde::{Deserialize, Serialize};
 use serde_json::{Map, Value};
@@ -43,24 +44,10 @@ impl EnrollKind {
     }
 }
 
-/// An error reply: a stable code and a sentence.
-#[derive(Clone, Debug, PartialEq, Eq)]
-pub struct EnrollError {
-    /// One of the codes of PROTOCOL.md section 2.
-    pub code: &'static str,
-    /// Human-readable detail.
-    pub message: String,
-}
-
-impl EnrollError {
-    /// An error with its code and message.
-    pub fn new(code: &'static str, message: impl Into<String>) -> EnrollError {
-        EnrollError {
-            code,
-            message: message.into(),
-        }
-    }
-}
+/// A refused enrollment: one of the codes of PROTOCOL.md section 2 and a
+/// sentence. The same shape as every other refusal, so the services answer
+/// all of them alike.
+pub type EnrollError = Refusal;
 
 /// A request that passed the stateless checks: what goes into the journal.
 /// Times stay as received text (they were checked to parse) so that the
@@ -114,7 +101,10 @@ impl EnrollCommand {
     /// trust bytes it cannot vouch for.
     pub fn from_journal(bytes: &[u8]) -> Result<EnrollCommand, EnrollError> {
         let cmd: EnrollCommand = serde_json::from_slice(bytes).map_err(|e| {
-            EnrollError::new("bad_request", format!("unreadable journal entry: {e}"))
+            EnrollError::new(
+                ErrorCode::BadRequest,
+                format!("unreadable journal entry: {e}"),
+            )
         })?;
         let (kind, value) = cmd.as_request();
         parse_request(kind, value.to_string().as_bytes())
@@ -194,7 +184,7 @@ pub const MAX_REQUEST_BYTES: usize = 4096;
 pub fn parse_request(kind: EnrollKind, body: &[u8]) -> Result<EnrollCommand, EnrollError> {
     if body.len() > MAX_REQUEST_BYTES {
         return Err(EnrollError::new(
-            "bad_request",
+            ErrorCode::BadRequest,
             format!(
                 "the request has {} bytes, more than {MAX_REQUEST_BYTES}",
                 body.len()
@@ -202,19 +192,19 @@ pub fn parse_request(kind: EnrollKind, body: &[u8]) -> Result<EnrollCommand, Enr
         ));
     }
     let value: Value = serde_json::from_slice(body)
-        .map_err(|e| EnrollError::new("bad_request", format!("not JSON: {e}")))?;
-    let obj = value
-        .as_object()
-        .ok_or_else(|| EnrollError::new("bad_request", "the request must be a JSON object"))?;
+        .map_err(|e| EnrollError::new(ErrorCode::BadRequest, format!("not JSON: {e}")))?;
+    let obj = value.as_object().ok_or_else(|| {
+        EnrollError::new(ErrorCode::BadRequest, "the request must be a JSON object")
+    })?;
     let field = |name: &str| -> Result<String, EnrollError> {
         match obj.get(name) {
             Some(Value::String(s)) => Ok(s.clone()),
             Some(_) => Err(EnrollError::new(
-                "bad_request",
+                ErrorCode::BadRequest,
                 format!("{name} must be a string"),
             )),
             None => Err(EnrollError::new(
-                "bad_request",
+                ErrorCode::BadRequest,
                 format!("{name} is missing"),
             )),
         }
@@ -223,7 +213,7 @@ pub fn parse_request(kind: EnrollKind, body: &[u8]) -> Result<EnrollCommand, Enr
         let s = field(name)?;
         if Timestamp::parse_rfc3339(&s).is_none() {
             return Err(EnrollError::new(
-                "bad_request",
+                ErrorCode::BadRequest,
                 format!("{name} must be RFC 3339: YYYY-MM-DDTHH:MM:SS[.fraction] then Z or ±HH:MM"),
             ));
         }
@@ -236,13 +226,13 @@ pub fn parse_request(kind: EnrollKind, body: &[u8]) -> Result<EnrollCommand, Enr
             let tc_accepted_at = time("tc_accepted_at")?;
             if !valid_citizen_id(&citizen_id) {
                 return Err(EnrollError::new(
-                    "invalid_citizen_id",
+                    ErrorCode::InvalidCitizenId,
                     "citizen_id must be 1-64 characters of A-Z, a-z, 0-9, _ and -",
                 ));
             }
             if !valid_iban(&iban) {
                 return Err(EnrollError::new(
-                    "invalid_iban",
+                    ErrorCode::InvalidIban,
                     "iban must be an ISO 13616 IBAN (upper case, no spaces) with a valid check",
                 ));
             }
@@ -258,7 +248,7 @@ pub fn parse_request(kind: EnrollKind, body: &[u8]) -> Result<EnrollCommand, Enr
             let activated_at = time("activated_at")?;
             if Hpan::parse(&hpan).is_none() {
                 return Err(EnrollError::new(
-                    "invalid_hpan",
+                    ErrorCode::InvalidHpan,
                     "hpan must be 64 lower-case hex characters",
                 ));
             }
@@ -288,7 +278,7 @@ mod tests {
     fn code(kind: EnrollKind, v: Value) -> &'static str {
         match parse_request(kind, v.to_string().as_bytes()) {
             Ok(_) => "ok",
-            Err(e) => e.code,
+            Err(e) => e.code.as_str(),
         }
     }
 

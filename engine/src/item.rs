@@ -329,7 +329,7 @@ pub struct LateRejection {
 
 /// How an operator's exclusion or reinstatement ended (PROTOCOL.md section
 /// 6): `Ok(changed)` (false for an idempotent repeat), or the error code.
-pub type ExclusionOutcome = Result<bool, &'static str>;
+pub type ExclusionOutcome = Result<bool, crate::refusal::ErrorCode>;
 
 /// What a partition did with a batch of items.
 #[derive(Clone, Debug, Default, PartialEq, Eq)]

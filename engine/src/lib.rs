@@ -22,6 +22,7 @@ pub mod period;
 pub mod query;
 pub mod rank;
 pub mod reason;
+pub mod refusal;
 pub mod router;
 pub mod settings;
 pub mod snapshot;

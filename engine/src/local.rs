@@ -11,6 +11,7 @@ use crate::ledger::{Ledger, Standing};
 use crate::parking::ParkingLimits;
 use crate::period::Periods;
 use crate::reason::Rejection;
+use crate::refusal::ErrorCode;
 use crate::router::{Position, Routed, Router};
 use crate::time::Timestamp;
 use bytes::Bytes;
@@ -122,14 +123,16 @@ impl LocalEngine {
     ) -> ExclusionOutcome {
         self.advance(at);
         match self.router.exclusion(at, op, cmd) {
-            Err(_) => self.exclusions.push((at.seq, op, Err("unknown_payment"))),
+            Err(_) => self
+                .exclusions
+                .push((at.seq, op, Err(ErrorCode::UnknownPayment))),
             // The partition reports the outcome (into `exclusions`).
             Ok((p, item)) => self.deliver(vec![(p, item)]),
         }
         self.exclusions
             .last()
             .filter(|(seq, _, _)| *seq == at.seq)
-            .map_or(Err("unknown_payment"), |(_, _, o)| *o)
+            .map_or(Err(ErrorCode::UnknownPayment), |(_, _, o)| *o)
     }
 
     /// The standing of `citizen_id` in the period named `period`.

@@ -222,7 +222,7 @@ impl Sim {
     /// Applies an enrollment journal entry; the error code on refusal.
     fn enroll(&mut self, cmd: EnrollCommand) -> Result<(), &'static str> {
         let at = self.position();
-        self.engine.enroll(at, &cmd).map_err(|e| e.code)
+        self.engine.enroll(at, &cmd).map_err(|e| e.code.as_str())
     }
 
     /// Applies an enrollment that must succeed.

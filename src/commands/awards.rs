@@ -1,8 +1,7 @@
 //! `cashback awards --period ID --out FILE.csv [--provisional]`: the payout
 //! file of a period, fetched from the running engine page by page.
 
-use crate::services::awards::AwardsReply;
-use crate::services::query::MAX_PAGE;
+use crate::services::protocol::{AwardsReply, MAX_PAGE};
 use anyhow::{bail, Context, Result};
 use serde_json::json;
 use std::io::Write;

@@ -78,28 +78,12 @@ impl Subjects {
             .is_some_and(|rest| rest.starts_with(".journal."))
     }
 
-    /// `cashback.enroll.*`: enrollment requests.
-    pub fn enroll_filter(&self) -> String {
-        format!("{}.enroll.*", self.prefix)
-    }
-
     /// `cashback.enroll.<kind>`.
     pub fn enroll(&self, kind: EnrollKind) -> String {
         format!("{}.enroll.{}", self.prefix, kind.token())
     }
 
-    /// The enrollment kind of a request subject.
-    pub fn enroll_kind(&self, subject: &str) -> Option<EnrollKind> {
-        let token = subject
-            .strip_prefix(self.prefix.as_str())?
-            .strip_prefix(".enroll.")?;
-        EnrollKind::ALL
-            .iter()
-            .find(|(_, t)| *t == token)
-            .map(|(k, _)| *k)
-    }
-
-    /// `cashback.query.<name>` (`*` for all queries).
+    /// `cashback.query.<name>`.
     pub fn query(&self, name: &str) -> String {
         format!("{}.query.{name}", self.prefix)
     }
@@ -137,11 +121,6 @@ mod tests {
         assert_eq!(s.auth_token("cashback.auth.32875"), Some("32875"));
         assert_eq!(s.auth_token("cashbackx.auth.1"), None);
         assert!(s.is_journal(&s.journal()));
-        assert_eq!(
-            s.enroll_kind("cashback.enroll.card_remove"),
-            Some(EnrollKind::CardRemove)
-        );
-        assert_eq!(s.enroll_kind("cashback.enroll.nope"), None);
         assert_eq!(s.enroll(EnrollKind::Citizen), "cashback.enroll.citizen");
     }
 }

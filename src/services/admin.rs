@@ -6,110 +6,63 @@
 //! with this node's reply inbox in a header, and answered with what the
 //! payment's partition decided when it applied the entry in log order. In
 //! a cluster that partition may be another node's: that node answers into
-//! the inbox, and this one relays it. So the reply is the truth at that
-//! point of the log, whichever node took the request.
+//! the inbox (`pipeline`), and this one relays it. So the reply is the
+//! truth at that point of the log, whichever node took the request.
 
-use super::{error_reply, ok_reply};
-use crate::nats::subjects::Subjects;
+use super::context::AdminContext;
 use crate::waiters::REPLY_SUBJECT_HEADER;
-use anyhow::Result;
-use async_nats::jetstream;
 use async_nats::HeaderMap;
 use cashback_engine::admin::{parse_request, JournalEntry};
 use cashback_engine::item::{ExclusionOp, ExclusionOutcome};
+use cashback_engine::refusal::{ErrorCode, Refusal};
 use futures::StreamExt;
-use std::sync::Arc;
-use std::time::{Duration, Instant};
-use tokio::sync::{watch, Semaphore};
-
-/// Requests handled at once (the bulk `cashback exclude` keeps a window of
-/// requests in flight).
-const CONCURRENCY: usize = 1024;
+use std::time::Duration;
 
 /// How long a request waits for its journal entry to be decided.
 const APPLY_TIMEOUT: Duration = Duration::from_secs(10);
 
-/// The reply to an operator for a decided request.
+/// What the deciding node sends into the requesting node's inbox: the
+/// outcome, as the protocol's reply.
 pub fn outcome_reply(outcome: ExclusionOutcome) -> bytes::Bytes {
-    match outcome {
-        Ok(_) => ok_reply(),
-        Err("unknown_payment") => error_reply(
-            "unknown_payment",
+    let refusal = match outcome {
+        Ok(_) => return super::protocol::ok_body(),
+        Err(ErrorCode::UnknownPayment) => Refusal::new(
+            ErrorCode::UnknownPayment,
             "no payment of that card with that key counted",
         ),
-        Err("period_closed") => error_reply(
-            "period_closed",
+        Err(ErrorCode::PeriodClosed) => Refusal::new(
+            ErrorCode::PeriodClosed,
             "the payment's award period no longer accepts data",
         ),
-        Err(code) => error_reply(
+        Err(code) => Refusal::new(
             code,
             "the engine could not decide this request; nothing changed, retry",
         ),
-    }
+    };
+    super::protocol::error_body(&refusal)
 }
 
-/// Serves operators' requests until `shutdown`.
-pub async fn serve(
-    client: async_nats::Client,
-    js: jetstream::Context,
-    subjects: Subjects,
-    mut shutdown: watch::Receiver<bool>,
-) -> Result<()> {
-    let mut requests = client
-        .queue_subscribe(subjects.admin("*"), "cashback-engine".into())
-        .await?;
-    let limit = Arc::new(Semaphore::new(CONCURRENCY));
-    loop {
-        let msg = tokio::select! {
-            _ = shutdown.changed() => break,
-            m = requests.next() => match m { Some(m) => m, None => break },
-        };
-        let Some(reply) = msg.reply.clone() else {
-            continue;
-        };
-        let op = match msg.subject.rsplit('.').next() {
-            Some("exclude") => ExclusionOp::Exclude,
-            Some("reinstate") => ExclusionOp::Reinstate,
-            _ => continue,
-        };
-        let permit = tokio::select! {
-            _ = shutdown.changed() => break,
-            p = limit.clone().acquire_owned() => p?,
-        };
-        let (client, js, subjects) = (client.clone(), js.clone(), subjects.clone());
-        tokio::spawn(async move {
-            let started = Instant::now();
-            let body = handle(op, &msg.payload, &client, &js, &subjects).await;
-            let _ = client.publish(reply, body).await;
-            metrics::histogram!("cashback_admin_latency_seconds")
-                .record(started.elapsed().as_secs_f64());
-            drop(permit);
-        });
-    }
-    Ok(())
-}
-
-async fn handle(
-    op: ExclusionOp,
-    payload: &[u8],
-    client: &async_nats::Client,
-    js: &jetstream::Context,
-    subjects: &Subjects,
-) -> bytes::Bytes {
-    let command = match parse_request(payload) {
-        Ok(c) => c,
-        Err(e) => return error_reply(e.code, &e.message),
-    };
-    let inbox = client.new_inbox();
-    let mut answer = match client.subscribe(inbox.clone()).await {
-        Ok(s) => s,
-        Err(_) => return error_reply("unavailable", "NATS is unavailable; nothing changed, retry"),
-    };
+/// Handles one request: `Ok` once the exclusion (or reinstatement) is
+/// journaled and decided.
+pub async fn admin(ctx: &AdminContext, op: ExclusionOp, payload: &[u8]) -> Result<(), Refusal> {
+    let command = parse_request(payload)?;
+    let unavailable = |what: &str| Refusal::new(ErrorCode::Unavailable, what);
+    let inbox = ctx.client.new_inbox();
+    let mut answer = ctx
+        .client
+        .subscribe(inbox.clone())
+        .await
+        .map_err(|_| unavailable("NATS is unavailable; nothing changed, retry"))?;
     let mut headers = HeaderMap::new();
     headers.insert(REPLY_SUBJECT_HEADER, inbox.as_str());
     let entry = JournalEntry { op, command };
-    let stored = match js
-        .publish_with_headers(subjects.journal_admin(), headers, entry.to_journal().into())
+    let stored = match ctx
+        .js
+        .publish_with_headers(
+            ctx.subjects.journal_admin(),
+            headers,
+            entry.to_journal().into(),
+        )
         .await
     {
         Ok(ack) => ack.await.map(|_| ()).map_err(|e| e.to_string()),
@@ -117,16 +70,17 @@ async fn handle(
     };
     if let Err(e) = stored {
         tracing::warn!(error = %e, "admin journal publish failed");
-        return error_reply(
-            "unavailable",
+        return Err(unavailable(
             "the journal could not be written; nothing changed, retry",
-        );
+        ));
     }
-    match tokio::time::timeout(APPLY_TIMEOUT, answer.next()).await {
+    let decided = match tokio::time::timeout(APPLY_TIMEOUT, answer.next()).await {
         Ok(Some(m)) => m.payload,
-        _ => error_reply(
-            "unavailable",
-            "the request is journaled but not decided yet; retry (requests are idempotent)",
-        ),
-    }
+        _ => {
+            return Err(unavailable(
+                "the request is journaled but not decided yet; retry (requests are idempotent)",
+            ))
+        }
+    };
+    super::protocol::parse_outcome(&decided)
 }

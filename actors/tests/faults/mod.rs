@@ -340,7 +340,10 @@ impl Actors {
                     }
                 }
                 Msg::Exclusion(op, cmd) => match self.router.exclusion(at, *op, cmd) {
-                    Err(_) => self.exclusions.push((at.seq, Err("unknown_payment"))),
+                    Err(_) => self.exclusions.push((
+                        at.seq,
+                        Err(cashback_engine::refusal::ErrorCode::UnknownPayment),
+                    )),
                     Ok((p, item)) => self.deliver(vec![(p, item)]).await,
                 },
             }

@@ -30,6 +30,7 @@ use crate::money::score;
 use crate::parking::ParkingLimits;
 use crate::period::{PeriodIdx, Periods};
 use crate::reason::{Reason, Rejection};
+use crate::refusal::ErrorCode;
 use crate::summary::Citizens;
 use crate::time::Timestamp;
 use book::CardBook;
@@ -743,12 +744,12 @@ impl Ledger {
                 .map(|pos| (card, pos as u32))
         });
         let Some((card, pos)) = found else {
-            d.push(Effect::Outcome(e.seq, e.op, Err("unknown_payment")));
+            d.push(Effect::Outcome(e.seq, e.op, Err(ErrorCode::UnknownPayment)));
             return d;
         };
         let p = self.payment(card, pos);
         if !self.periods.accepts_data(p.period, e.broker_time) {
-            d.push(Effect::Outcome(e.seq, e.op, Err("period_closed")));
+            d.push(Effect::Outcome(e.seq, e.op, Err(ErrorCode::PeriodClosed)));
             return d;
         }
         let exclude = e.op == ExclusionOp::Exclude;

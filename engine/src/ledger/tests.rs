@@ -3,6 +3,7 @@
 
 use super::*;
 use crate::item::{Origin, Report};
+use crate::refusal::ErrorCode;
 
 fn ts(s: &str) -> Timestamp {
     Timestamp::parse_rfc3339(s).unwrap()
@@ -403,7 +404,7 @@ fn an_excluded_payment_stops_counting_and_reinstating_restores_it() {
     let r = run(&mut l, exclusion(7, ExclusionOp::Exclude, 999));
     assert_eq!(
         r.exclusions,
-        vec![(7, ExclusionOp::Exclude, Err("unknown_payment"))]
+        vec![(7, ExclusionOp::Exclude, Err(ErrorCode::UnknownPayment))]
     );
     let mut late = exclusion(8, ExclusionOp::Exclude, 2);
     if let Item::Exclusion(e) = &mut late {
@@ -411,7 +412,7 @@ fn an_excluded_payment_stops_counting_and_reinstating_restores_it() {
     }
     assert_eq!(
         run(&mut l, late).exclusions,
-        vec![(8, ExclusionOp::Exclude, Err("period_closed"))]
+        vec![(8, ExclusionOp::Exclude, Err(ErrorCode::PeriodClosed))]
     );
     assert_eq!(l.audit().len(), 2);
 }
