@@ -3,6 +3,7 @@
 
 use crate::config::Config;
 use crate::nats::embedded::NatsServer;
+use crate::nats::retry::retry;
 use crate::nats::stream::ensure_stream;
 use crate::nats::subjects::Subjects;
 use crate::pipeline::Pipeline;
@@ -87,7 +88,8 @@ async fn serve(config: Config, options: ServeOptions) -> Result<()> {
 
     let events = progress.clone();
     // Credentials, inbox prefix and TLS from the configuration; `url` loses
-    // any `user:password@`, so printing it below leaks nothing.
+    // any `user:password@`, so printing it below leaks nothing. It may list
+    // several servers of a cluster.
     let (url, connect_options) = config
         .nats_client()
         .apply(&url, async_nats::ConnectOptions::new())?;
@@ -104,7 +106,7 @@ async fn serve(config: Config, options: ServeOptions) -> Result<()> {
                 }
             }
         })
-        .connect(&url)
+        .connect(crate::config::server_addrs(&url)?)
         .await
         .with_context(|| format!("cannot connect to NATS at {url}"))?;
     progress.connected.store(true, Relaxed);
@@ -129,7 +131,7 @@ async fn serve(config: Config, options: ServeOptions) -> Result<()> {
         config.partitions,
         config.reversal_park_days,
     );
-    let snapshot_store = crate::snapshots::SnapshotStore::open(&js, &config.stream_name).await?;
+    let snapshot_store = crate::snapshots::SnapshotStore::open(&js, &config).await?;
     let restored =
         crate::restore::load(&snapshot_store, fingerprint, &periods, config.shards).await?;
     refuse_a_gap(&stream, restored.seq).await?;
@@ -314,12 +316,12 @@ async fn wait_for_signal() {
 /// engine than a wrong one; the operator restores a usable snapshot or the
 /// configuration it was taken under.
 async fn refuse_a_gap(stream: &jetstream::stream::Stream, state_seq: u64) -> Result<()> {
-    let first = stream
-        .get_info()
-        .await
-        .context("cannot read the stream's state")?
-        .state
-        .first_sequence;
+    let first = retry("read the stream's state", || async {
+        Ok(stream.get_info().await?)
+    })
+    .await?
+    .state
+    .first_sequence;
     if first > state_seq + 1 {
         anyhow::bail!(
             "the stream starts at sequence {first}, but the state this engine can load ends at {state_seq} \

@@ -1,6 +1,8 @@
-//! NATS I/O: subjects, the embedded server, the stream, publishing.
+//! NATS I/O: subjects, the embedded server, the stream, publishing, and
+//! start-up retries through cluster elections.
 
 pub mod embedded;
 pub mod publisher;
+pub mod retry;
 pub mod stream;
 pub mod subjects;
