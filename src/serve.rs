@@ -3,6 +3,7 @@
 
 use crate::config::Config;
 use crate::nats::embedded::NatsServer;
+use crate::nats::events::ConnectionEvents;
 use crate::nats::retry::retry;
 use crate::nats::stream::ensure_stream;
 use crate::nats::subjects::Subjects;
@@ -86,26 +87,17 @@ async fn serve(config: Config, options: ServeOptions) -> Result<()> {
         config.nats_url.clone()
     };
 
-    let events = progress.clone();
+    let events = ConnectionEvents::new(progress.clone());
     // Credentials, inbox prefix and TLS from the configuration; `url` loses
     // any `user:password@`, so printing it below leaks nothing. It may list
     // several servers of a cluster.
     let (url, connect_options) = config
         .nats_client()
         .apply(&url, async_nats::ConnectOptions::new())?;
-    let client = connect_options
+    let client = events
+        .install(connect_options)
         .name("cashback-engine")
         .retry_on_initial_connect()
-        .event_callback(move |event| {
-            let events = events.clone();
-            async move {
-                match event {
-                    async_nats::Event::Connected => events.connected.store(true, Relaxed),
-                    async_nats::Event::Disconnected => events.connected.store(false, Relaxed),
-                    other => tracing::warn!(event = %other, "nats"),
-                }
-            }
-        })
         .connect(crate::config::server_addrs(&url)?)
         .await
         .with_context(|| format!("cannot connect to NATS at {url}"))?;
@@ -151,9 +143,11 @@ async fn serve(config: Config, options: ServeOptions) -> Result<()> {
     crate::restore::rebuild_ranking(&shards, &ranking, &progress).await?;
 
     let (stop_tx, stop_rx) = watch::channel(false);
+    let stopping = events.clone();
     tokio::spawn(async move {
         wait_for_signal().await;
         tracing::info!("shutdown requested");
+        stopping.stopping();
         let _ = stop_tx.send(true);
     });
 
@@ -270,6 +264,11 @@ async fn serve(config: Config, options: ServeOptions) -> Result<()> {
         .is_err()
     {
         tracing::warn!("request-reply services did not stop within 10 s (is NATS reachable?)");
+    }
+    // Closed before an embedded nats-server stops: a client that finds its
+    // server gone tries to reconnect and reports every failure.
+    if !events.close(&client, Duration::from_secs(5)).await {
+        tracing::info!("the NATS connection did not close within 5 s");
     }
     for arbiter in arbiters {
         arbiter.stop();
