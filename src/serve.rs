@@ -225,13 +225,14 @@ async fn serve(config: Config, options: ServeOptions) -> Result<()> {
         stop_rx.clone(),
     ));
     tokio::spawn(watch_lag(stream.clone(), progress.clone(), stop_rx.clone()));
-    tokio::spawn(crate::metrics::collect(
+    crate::metrics::start_collecting(
         progress.clone(),
         shards.clone(),
         ranking.clone(),
         periods.clone(),
         stop_rx.clone(),
-    ));
+    )
+    .await;
     if options.status {
         tokio::spawn(crate::status::run(progress.clone(), stop_rx.clone()));
     }
