@@ -697,6 +697,20 @@ impl NatsCluster {
         None
     }
 
+    /// The server name of the JetStream meta leader, as a running server
+    /// sees it.
+    pub async fn meta_leader(&self) -> Option<String> {
+        for (i, s) in self.servers.iter().enumerate() {
+            if s.child.is_some() {
+                let jsz = self.monitor(i, "/jsz").await.unwrap_or_default();
+                if let Some(leader) = jsz["meta_cluster"]["leader"].as_str() {
+                    return Some(leader.to_owned());
+                }
+            }
+        }
+        None
+    }
+
     /// Waits until every running server names the same JetStream meta
     /// leader, one of the running servers, which sees every other running
     /// server current (so that replicas can be placed on all of them).
