@@ -18,7 +18,9 @@ pub const DEFAULT_TOML: &str = include_str!("../config/cashback.toml");
 #[derive(Clone, Debug, Deserialize)]
 #[serde(deny_unknown_fields, default)]
 pub struct Config {
-    /// NATS server URL; empty starts an embedded nats-server.
+    /// NATS server URL, or several servers of one cluster comma-separated
+    /// (the client then connects to any that answers and fails over to the
+    /// others); empty starts an embedded nats-server.
     pub nats_url: String,
     /// First token of every subject.
     pub subject_prefix: String,
@@ -26,6 +28,10 @@ pub struct Config {
     pub stream_name: String,
     /// Stream retention, days.
     pub stream_max_age_days: u32,
+    /// Replicas of the stream and of the snapshot bucket when `serve`
+    /// creates them: 3 on a 3-server cluster, so that losing one server
+    /// loses neither the log nor the state. Existing ones keep theirs.
+    pub stream_replicas: usize,
     /// JetStream duplicate window for `Nats-Msg-Id`, seconds.
     pub duplicate_window_secs: u64,
     /// Citizen shard actors.
@@ -101,6 +107,7 @@ impl Default for Config {
             subject_prefix: "cashback".into(),
             stream_name: "CASHBACK".into(),
             stream_max_age_days: 400,
+            stream_replicas: 1,
             duplicate_window_secs: 120,
             shards: 2,
             partitions: cashback_engine::partition::DEFAULT_PARTITIONS,
@@ -172,6 +179,11 @@ impl Config {
         }
         if let Some(v) = var("CASHBACK_NODES") {
             self.nodes = v.parse().context("CASHBACK_NODES must be a number")?;
+        }
+        if let Some(v) = var("CASHBACK_STREAM_REPLICAS") {
+            self.stream_replicas = v
+                .parse()
+                .context("CASHBACK_STREAM_REPLICAS must be a number")?;
         }
         let env = NatsClientOptions::from_vars(&var)?;
         let set = |field: &mut String, value: String| {
@@ -246,6 +258,9 @@ impl Config {
         }
         if self.nodes > self.partitions {
             bail!("nodes must not exceed partitions: a node without partitions holds nothing");
+        }
+        if !(1..=5).contains(&self.stream_replicas) {
+            bail!("stream_replicas must be 1 to 5 (JetStream's limit)");
         }
         if self.max_authorization_bytes < 512 {
             bail!("max_authorization_bytes must be at least 512 (a valid authorization is about 300 bytes)");
@@ -395,7 +410,7 @@ impl NatsClientOptions {
     ) -> Result<async_nats::Client> {
         let (url, options) = self.apply(url, options)?;
         options
-            .connect(url.as_str())
+            .connect(server_addrs(&url)?)
             .await
             .with_context(|| format!("cannot connect to NATS at {url}"))
     }
@@ -426,6 +441,24 @@ pub fn split_credentials(url: &str) -> (String, Option<(String, String)>) {
         })
         .collect();
     (servers.join(","), found)
+}
+
+/// The servers of a NATS URL that may list several, comma-separated
+/// (PROTOCOL.md section 7): async-nats parses one address per string.
+/// Give it the URL without credentials (see [`split_credentials`]): the
+/// error names the URL.
+pub fn server_addrs(url: &str) -> Result<Vec<async_nats::ServerAddr>> {
+    url.split(',')
+        .map(str::trim)
+        .map(|server| {
+            if server.is_empty() {
+                bail!("an empty server in the NATS URL {url}");
+            }
+            server
+                .parse()
+                .with_context(|| format!("invalid NATS server {server} in {url}"))
+        })
+        .collect()
 }
 
 fn percent_decode(text: &str) -> String {
@@ -500,6 +533,48 @@ mod tests {
             split_credentials("nats://127.0.0.1:4222"),
             ("nats://127.0.0.1:4222".to_owned(), None)
         );
+    }
+
+    #[test]
+    fn a_url_may_list_several_servers_each_losing_its_credentials() {
+        let options = NatsClientOptions::default();
+        let (url, _) = options
+            .apply(
+                "nats://127.0.0.1:4222, nats://engine:p%40ss@127.0.0.1:4223,127.0.0.1:4224",
+                async_nats::ConnectOptions::new(),
+            )
+            .unwrap();
+        assert_eq!(
+            url,
+            "nats://127.0.0.1:4222, nats://127.0.0.1:4223,127.0.0.1:4224"
+        );
+        let servers = server_addrs(&url).unwrap();
+        assert_eq!(
+            servers.iter().map(|s| s.port()).collect::<Vec<_>>(),
+            [4222, 4223, 4224]
+        );
+        assert!(servers
+            .iter()
+            .all(|s| s.host() == "127.0.0.1" && s.username().is_none()));
+        assert_eq!(server_addrs("tls://n1:4222").unwrap().len(), 1);
+        assert!(server_addrs("nats://a:1,,nats://b:2").is_err());
+        assert!(server_addrs("nats://a:1,http://b:2").is_err());
+        assert!(server_addrs("").is_err());
+    }
+
+    #[test]
+    fn stream_replicas_come_from_the_environment_within_jetstreams_limit() {
+        let mut c: Config = toml::from_str(DEFAULT_TOML).unwrap();
+        assert_eq!(c.stream_replicas, 1);
+        c.apply_env(|k| (k == "CASHBACK_STREAM_REPLICAS").then(|| "3".to_string()))
+            .unwrap();
+        assert_eq!(c.stream_replicas, 3);
+        c.check().unwrap();
+        c.stream_replicas = 6;
+        assert!(c.check().is_err());
+        assert!(c
+            .apply_env(|k| (k == "CASHBACK_STREAM_REPLICAS").then(|| "x".to_string()))
+            .is_err());
     }
 
     #[test]

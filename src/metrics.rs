@@ -12,11 +12,16 @@
 //!   `Progress::reject`), apply latency and per-shard batches (pipeline),
 //!   enrollment and query requests (services), pushes (`push`);
 //! - refreshed at every scrape from [`Progress`]: lag, positions, health;
-//! - polled every second by [`collect`] from the actors: ranked participants
+//! - polled every second by [`start_collecting`] from the actors: ranked participants
 //!   and cut-off per period (the ranking aggregator), shard sizes and
 //!   restarts (the shards), and cashback accrued per period (`Progress`,
 //!   seeded from the standings when a snapshot is restored);
 //! - snapshots: written by `snapshots` and `restore`.
+//!
+//! Every series a dashboard queries exists from the first scrape after the
+//! engine reports ready: those not yet emitted are registered at zero (at
+//! install, or by the first round of [`start_collecting`] for the per-shard
+//! and per-period ones), so that no panel says "No data" on a fresh engine.
 //!
 //! No label carries an IBAN, an hpan or a citizen id: the labels are
 //! `outcome`, `reason`, `subject`, `query`, `kind`, `shard` (0..shards-1),
@@ -48,10 +53,14 @@ const SNAPSHOT_BUCKETS: &[f64] = &[
     0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0, 2.5, 5.0, 10.0, 30.0, 60.0, 120.0, 300.0, 600.0,
 ];
 
-/// How often [`collect`] polls the actors.
+/// The `query` label values of `cashback_query_latency_seconds`: the last
+/// token of each query subject `services::query` answers.
+const QUERIES: [&str; 4] = ["citizen", "leaderboard", "awards", "transactions"];
+
+/// How often [`start_collecting`] polls the actors.
 const COLLECT_EVERY: Duration = Duration::from_secs(1);
 
-/// How long [`collect`] waits for one actor's answer before skipping it.
+/// How long [`start_collecting`] waits for one actor's answer before skipping it.
 const ASK_TIMEOUT: Duration = Duration::from_secs(2);
 
 /// The process-wide recorder handle (a process has one global recorder).
@@ -210,15 +219,15 @@ fn describe() {
     );
     describe_gauge!(
         "cashback_snapshot_bytes",
-        "Size of the last snapshot written"
+        "Size of the newest snapshot (written or restored); 0 before there is one"
     );
     describe_gauge!(
         "cashback_snapshot_last_seq",
-        "Stream sequence the newest snapshot (written or restored) holds everything up to"
+        "Stream sequence the newest snapshot (written or restored) holds everything up to; 0 before there is one"
     );
     describe_gauge!(
         "cashback_snapshot_timestamp_seconds",
-        "Unix time the newest snapshot (written or restored) was taken"
+        "Unix time the newest snapshot (written or restored) was taken; before there is one, the time the engine started (a restart would rebuild everything since)"
     );
     describe_gauge!(
         "cashback_restore_seconds",
@@ -240,8 +249,31 @@ fn describe() {
     for kind in ["position", "leaderboard"] {
         metrics::counter!("cashback_pushes_total", "kind" => kind).absolute(0);
     }
-    // Registered so that the series exist (with zero buckets) before the first event.
+    // Every series a dashboard queries exists from the first scrape, or its
+    // panel says "No data" until the first event. A histogram registered
+    // without observations renders its buckets, count and sum at zero.
     let _ = metrics::histogram!("cashback_apply_latency_seconds");
+    for (_, subject) in cashback_engine::enrollment::EnrollKind::ALL {
+        metrics::counter!("cashback_enrollment_requests_total",
+            "subject" => subject, "outcome" => "ok")
+        .absolute(0);
+        let _ = metrics::histogram!("cashback_enrollment_latency_seconds", "subject" => subject);
+    }
+    for query in QUERIES {
+        let _ = metrics::histogram!("cashback_query_latency_seconds", "query" => query);
+    }
+    let _ = metrics::histogram!("cashback_snapshot_duration_seconds");
+    let _ = metrics::histogram!("cashback_snapshot_pause_seconds");
+    // No snapshot written yet; a restored one sets these to its own.
+    metrics::gauge!("cashback_snapshot_bytes").set(0.0);
+    metrics::gauge!("cashback_snapshot_last_seq").set(0.0);
+    // Until a snapshot is restored or written, the state a restart would
+    // rebuild is everything since this start: the age is the uptime.
+    metrics::gauge!("cashback_snapshot_timestamp_seconds").set(
+        std::time::SystemTime::now()
+            .duration_since(std::time::UNIX_EPOCH)
+            .map_or(0.0, |d| d.as_secs_f64()),
+    );
     metrics::gauge!("cashback_stream_lag_messages").set(0.0);
     metrics::gauge!("cashback_build_info", "version" => env!("CARGO_PKG_VERSION")).set(1.0);
 }
@@ -320,66 +352,91 @@ fn refresh(progress: &Progress, max_lag: u64) {
         .absolute(progress.authorizations.load(Relaxed));
 }
 
-/// Polls the actors every second for the series only they know: the ranking
-/// per period, and each shard's size and restarts; and publishes the
-/// cashback accrued per period. Runs until `shutdown`.
-pub async fn collect(
+/// Polls the actors for the series only they know (the ranking per period,
+/// each shard's size and restarts) and publishes the cashback accrued per
+/// period: once now, so that the engine is not reported ready before every
+/// series the dashboards query exists, then every second in the returned
+/// task until `shutdown`.
+pub async fn start_collecting(
     progress: Arc<Progress>,
     shards: Vec<Addr<CitizenShard>>,
     ranking: Addr<RankingAggregator>,
     periods: Arc<Periods>,
     mut shutdown: watch::Receiver<bool>,
-) {
+) -> tokio::task::JoinHandle<()> {
     for p in periods.all() {
         metrics::gauge!("cashback_supercashback_winners", "period" => p.id.clone())
             .set(p.supercashback_winners as f64);
     }
-    let mut tick = tokio::time::interval(COLLECT_EVERY);
-    tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
-    loop {
-        tokio::select! {
-            _ = shutdown.changed() => return,
-            _ = tick.tick() => {}
+    // The pipeline's per-shard series, which it emits only when it sends a
+    // batch: adding zero registers them without touching a value the
+    // pipeline may already have set.
+    for i in 0..shards.len() {
+        let label = i.to_string();
+        metrics::counter!("cashback_shard_items_applied_total", "shard" => label.clone())
+            .increment(0);
+        metrics::gauge!("cashback_shard_batches_in_flight", "shard" => label).increment(0.0);
+    }
+    poll(&progress, &shards, &ranking, &periods).await;
+    tokio::spawn(async move {
+        let mut tick = tokio::time::interval(COLLECT_EVERY);
+        tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
+        // The first tick is immediate: that round was just polled.
+        tick.tick().await;
+        loop {
+            tokio::select! {
+                _ = shutdown.changed() => return,
+                _ = tick.tick() => {}
+            }
+            poll(&progress, &shards, &ranking, &periods).await;
         }
-        let accrued = progress.accrued();
-        for (idx, p) in periods.all().iter().enumerate() {
-            let euros = accrued.get(idx).copied().unwrap_or_default();
-            metrics::gauge!("cashback_accrued_euros", "period" => p.id.clone())
-                .set(euros.to_f64().unwrap_or(0.0));
-            // One request at a time, with no entries: the totals only.
-            let ask = ranking.send(PageOf {
-                period: idx as u16,
-                offset: 0,
-                limit: 0,
-            });
-            let Ok(Ok(page)) = tokio::time::timeout(ASK_TIMEOUT, ask).await else {
-                continue;
-            };
-            let label = p.id.clone();
-            metrics::gauge!("cashback_ranked_participants", "period" => label.clone())
-                .set(page.total_participants as f64);
-            metrics::gauge!("cashback_ranking_cutoff_transactions", "period" => label.clone())
-                .set(page.min_transaction_number as f64);
-            metrics::gauge!("cashback_ranking_top_transactions", "period" => label)
-                .set(page.max_transaction_number as f64);
-        }
-        // One request at a time: a shard's mailbox is sized for the pipeline's
-        // batches and the queries; this adds at most one message to it.
-        for (i, shard) in shards.iter().enumerate() {
-            let Ok(Ok(stats)) = tokio::time::timeout(ASK_TIMEOUT, shard.send(ShardStats)).await
-            else {
-                continue;
-            };
-            let label = i.to_string();
-            metrics::gauge!("cashback_shard_citizens", "shard" => label.clone())
-                .set(stats.citizens as f64);
-            metrics::gauge!("cashback_shard_parked_reversals", "shard" => label.clone())
-                .set(stats.parked as f64);
-            metrics::counter!("cashback_shard_restarts_total", "shard" => label.clone())
-                .absolute(stats.restarts);
-            metrics::counter!("cashback_shard_items_set_aside_total", "shard" => label)
-                .absolute(stats.set_aside);
-        }
+    })
+}
+
+/// One round of [`start_collecting`].
+async fn poll(
+    progress: &Progress,
+    shards: &[Addr<CitizenShard>],
+    ranking: &Addr<RankingAggregator>,
+    periods: &Periods,
+) {
+    let accrued = progress.accrued();
+    for (idx, p) in periods.all().iter().enumerate() {
+        let euros = accrued.get(idx).copied().unwrap_or_default();
+        metrics::gauge!("cashback_accrued_euros", "period" => p.id.clone())
+            .set(euros.to_f64().unwrap_or(0.0));
+        // One request at a time, with no entries: the totals only.
+        let ask = ranking.send(PageOf {
+            period: idx as u16,
+            offset: 0,
+            limit: 0,
+        });
+        let Ok(Ok(page)) = tokio::time::timeout(ASK_TIMEOUT, ask).await else {
+            continue;
+        };
+        let label = p.id.clone();
+        metrics::gauge!("cashback_ranked_participants", "period" => label.clone())
+            .set(page.total_participants as f64);
+        metrics::gauge!("cashback_ranking_cutoff_transactions", "period" => label.clone())
+            .set(page.min_transaction_number as f64);
+        metrics::gauge!("cashback_ranking_top_transactions", "period" => label)
+            .set(page.max_transaction_number as f64);
+    }
+    // One request at a time: a shard's mailbox is sized for the pipeline's
+    // batches and the queries; this adds at most one message to it.
+    for (i, shard) in shards.iter().enumerate() {
+        let Ok(Ok(stats)) = tokio::time::timeout(ASK_TIMEOUT, shard.send(ShardStats)).await else {
+            continue;
+        };
+        let label = i.to_string();
+        metrics::gauge!("cashback_shard_citizens", "shard" => label.clone())
+            .set(stats.citizens as f64);
+        metrics::gauge!("cashback_shard_parked_reversals", "shard" => label.clone())
+            .set(stats.parked as f64);
+        metrics::counter!("cashback_shard_restarts_total", "shard" => label.clone())
+            .absolute(stats.restarts);
+        metrics::counter!("cashback_shard_items_set_aside_total", "shard" => label)
+            .absolute(stats.set_aside);
     }
 }
 

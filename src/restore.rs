@@ -9,9 +9,10 @@
 //! it; BENCHMARKS.md). The router decodes on its own thread while the
 //! ledgers decode on one thread per core, as their bytes arrive.
 
+use crate::nats::retry::{retry, transient};
 use crate::snapshots::SnapshotStore;
 use actix::Addr;
-use anyhow::{anyhow, Result};
+use anyhow::Result;
 use async_nats::jetstream::object_store::Object;
 use bytes::{Bytes, BytesMut};
 use cashback_actors::ranking::{ApplyStandings, RankingAggregator};
@@ -45,32 +46,43 @@ pub struct Restored {
     pub seq: u64,
 }
 
-/// Loads the newest usable snapshot, or an empty start; unreadable ones
-/// are reported and skipped, the next older one tried.
+/// Loads the newest usable snapshot, or an empty start. A snapshot that
+/// does not decode (another format or configuration, a corrupt object), or
+/// that is gone, is reported and skipped for the next older one. One that
+/// cannot be read for now (a cluster electing the bucket's leader) is
+/// retried, and the start fails rather than falling back to an older state
+/// or a full replay when it stays unreadable.
 pub async fn load(
     store: &SnapshotStore,
     settings: &Arc<Settings>,
     ownership: Ownership,
     shards: usize,
 ) -> Result<Restored> {
-    for seq in store.list().await? {
+    for seq in retry("list the snapshots", || store.list()).await? {
         let started = Instant::now();
-        let loaded = match store.get(seq).await {
-            Ok(object) => load_object(object, settings.clone(), ownership, shards).await,
-            Err(e) => Err(e),
-        };
+        let step = format!("read snapshot {seq}");
+        let loaded = retry(&step, || async {
+            let object = store.get(seq).await?;
+            load_object(object, settings.clone(), ownership, shards).await
+        })
+        .await;
         match loaded {
-            Ok((header, restored)) => {
+            Ok(Ok((header, restored, size))) => {
                 let secs = started.elapsed().as_secs_f64();
                 tracing::info!(seq = header.seq, secs, "restored snapshot");
                 metrics::gauge!("cashback_restore_seconds", "phase" => "decode").set(secs);
                 metrics::gauge!("cashback_snapshot_last_seq").set(header.seq as f64);
                 metrics::gauge!("cashback_snapshot_timestamp_seconds")
                     .set(header.taken_at.unix_nanos() as f64 / 1e9);
+                metrics::gauge!("cashback_snapshot_bytes").set(size as f64);
                 return Ok(restored);
             }
-            Err(e) => {
+            Ok(Err(e)) => {
                 tracing::warn!(seq, error = %e, "snapshot not usable; trying an older one")
+            }
+            Err(e) if transient(&e) => return Err(e),
+            Err(e) => {
+                tracing::warn!(seq, error = %format!("{e:#}"), "snapshot not readable; trying an older one")
             }
         }
     }
@@ -83,21 +95,36 @@ pub async fn load(
 }
 
 /// Downloads `object` on this task while a blocking thread decodes it.
+/// The outer error is the download's (worth another attempt when
+/// transient); the inner one the decoder's (this snapshot is unusable).
+/// The third value is the object's size.
 async fn load_object(
     mut object: Object,
     settings: Arc<Settings>,
     ownership: Ownership,
     shards: usize,
-) -> Result<(Header, Restored)> {
+) -> Result<Result<(Header, Restored, usize), String>> {
     let started = Instant::now();
+    let size = object.info.size;
     let (tx, rx) = mpsc::channel(CHUNKS_AHEAD);
     let decoding = tokio::task::spawn_blocking(move || {
         decode(ChunkReader::new(rx), settings, ownership, shards)
     });
+    let mut read_error = None;
     loop {
         let mut chunk = BytesMut::with_capacity(CHUNK);
         let read = object.read_buf(&mut chunk).await;
         let done = matches!(read, Ok(0) | Err(_));
+        let read = match read {
+            // The decoder gets the error too, so that it never takes what
+            // came before it for a whole snapshot.
+            Err(e) => {
+                let copy = std::io::Error::new(e.kind(), e.to_string());
+                read_error = Some(e);
+                Err(copy)
+            }
+            Ok(n) => Ok(n),
+        };
         // A closed channel means the decoder gave up; its error says why.
         if !matches!(read, Ok(0)) && tx.send(read.map(|_| chunk.freeze())).await.is_err() {
             break;
@@ -109,25 +136,28 @@ async fn load_object(
     metrics::gauge!("cashback_restore_seconds", "phase" => "download")
         .set(started.elapsed().as_secs_f64());
     drop(tx);
-    let (header, router, shard_ledgers) = decoding.await?.map_err(|e| anyhow!(e))?;
-    if (header.node, header.nodes) != (ownership.node, ownership.nodes) {
-        anyhow::bail!(
-            "taken by node {} of {}, not this node ({} of {})",
-            header.node,
-            header.nodes,
-            ownership.node,
-            ownership.nodes
-        );
+    let decoded = decoding.await?;
+    if let Some(e) = read_error {
+        return Err(anyhow::Error::new(e).context("cannot read the snapshot"));
     }
-    let seq = header.seq;
-    Ok((
-        header,
-        Restored {
-            router: Some(router),
-            shard_ledgers,
-            seq,
-        },
-    ))
+    Ok(decoded.and_then(|(header, router, shard_ledgers)| {
+        if (header.node, header.nodes) != (ownership.node, ownership.nodes) {
+            return Err(format!(
+                "taken by node {} of {}, not this node ({} of {})",
+                header.node, header.nodes, ownership.node, ownership.nodes
+            ));
+        }
+        let seq = header.seq;
+        Ok((
+            header,
+            Restored {
+                router: Some(router),
+                shard_ledgers,
+                seq,
+            },
+            size,
+        ))
+    }))
 }
 
 /// The decoded state: header, router, ledgers per shard.

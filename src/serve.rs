@@ -3,6 +3,8 @@
 
 use crate::config::Config;
 use crate::nats::embedded::NatsServer;
+use crate::nats::events::ConnectionEvents;
+use crate::nats::retry::retry;
 use crate::nats::stream::ensure_stream;
 use crate::nats::subjects::Subjects;
 use crate::pipeline::{Pipeline, Wiring};
@@ -85,26 +87,18 @@ async fn serve(config: Config, options: ServeOptions) -> Result<()> {
         config.nats_url.clone()
     };
 
-    let events = progress.clone();
+    let events = ConnectionEvents::new(progress.clone());
     // Credentials, inbox prefix and TLS from the configuration; `url` loses
-    // any `user:password@`, so printing it below leaks nothing.
+    // any `user:password@`, so printing it below leaks nothing. It may list
+    // several servers of a cluster.
     let (url, connect_options) = config
         .nats_client()
         .apply(&url, async_nats::ConnectOptions::new())?;
-    let client = connect_options
+    let client = events
+        .install(connect_options)
         .name("cashback-engine")
         .retry_on_initial_connect()
-        .event_callback(move |event| {
-            let events = events.clone();
-            async move {
-                match event {
-                    async_nats::Event::Connected => events.connected.store(true, Relaxed),
-                    async_nats::Event::Disconnected => events.connected.store(false, Relaxed),
-                    other => tracing::warn!(event = %other, "nats"),
-                }
-            }
-        })
-        .connect(&url)
+        .connect(crate::config::server_addrs(&url)?)
         .await
         .with_context(|| format!("cannot connect to NATS at {url}"))?;
     progress.connected.store(true, Relaxed);
@@ -130,7 +124,7 @@ async fn serve(config: Config, options: ServeOptions) -> Result<()> {
         nodes: config.nodes,
     };
     let fingerprint = settings.fingerprint();
-    let snapshot_store = crate::snapshots::SnapshotStore::open(&js, &config.stream_name).await?;
+    let snapshot_store = crate::snapshots::SnapshotStore::open(&js, &config).await?;
     let restored =
         crate::restore::load(&snapshot_store, &settings, ownership, config.shards).await?;
     refuse_a_gap(&stream, restored.seq).await?;
@@ -150,9 +144,11 @@ async fn serve(config: Config, options: ServeOptions) -> Result<()> {
     crate::restore::rebuild_ranking(&shards, &ranking, &progress).await?;
 
     let (stop_tx, stop_rx) = watch::channel(false);
+    let stopping = events.clone();
     tokio::spawn(async move {
         wait_for_signal().await;
         tracing::info!("shutdown requested");
+        stopping.stopping();
         let _ = stop_tx.send(true);
     });
 
@@ -247,13 +243,14 @@ async fn serve(config: Config, options: ServeOptions) -> Result<()> {
         stop_rx.clone(),
     ));
     tokio::spawn(watch_lag(stream.clone(), progress.clone(), stop_rx.clone()));
-    tokio::spawn(crate::metrics::collect(
+    crate::metrics::start_collecting(
         progress.clone(),
         shards.clone(),
         ranking.clone(),
         periods.clone(),
         stop_rx.clone(),
-    ));
+    )
+    .await;
     if options.status {
         tokio::spawn(crate::status::run(progress.clone(), stop_rx.clone()));
     }
@@ -286,6 +283,11 @@ async fn serve(config: Config, options: ServeOptions) -> Result<()> {
         .is_err()
     {
         tracing::warn!("request-reply services did not stop within 10 s (is NATS reachable?)");
+    }
+    // Closed before an embedded nats-server stops: a client that finds its
+    // server gone tries to reconnect and reports every failure.
+    if !events.close(&client, Duration::from_secs(5)).await {
+        tracing::info!("the NATS connection did not close within 5 s");
     }
     for arbiter in arbiters {
         arbiter.stop();
@@ -345,12 +347,12 @@ async fn wait_for_signal() {
 /// engine than a wrong one; the operator restores a usable snapshot or the
 /// configuration it was taken under.
 async fn refuse_a_gap(stream: &jetstream::stream::Stream, state_seq: u64) -> Result<()> {
-    let first = stream
-        .get_info()
-        .await
-        .context("cannot read the stream's state")?
-        .state
-        .first_sequence;
+    let first = retry("read the stream's state", || async {
+        Ok(stream.get_info().await?)
+    })
+    .await?
+    .state
+    .first_sequence;
     if first > state_seq + 1 {
         anyhow::bail!(
             "the stream starts at sequence {first}, but the state this engine can load ends at {state_seq} \

@@ -6,8 +6,12 @@
 //! without copying files. Objects are named `snapshot-<seq>`; the newest
 //! `KEEP` are kept.
 
+use crate::config::Config;
+use crate::nats::retry::retry;
+use crate::nats::stream::warn_on_other_replicas;
 use anyhow::{Context, Result};
-use async_nats::jetstream::{self, object_store};
+use async_nats::jetstream::context::GetStreamErrorKind;
+use async_nats::jetstream::{self, object_store, ErrorCode};
 use bytes::Bytes;
 use cashback_engine::snapshot::Snapshot;
 use futures::StreamExt;
@@ -32,29 +36,65 @@ fn seq_of(name: &str) -> Option<u64> {
 }
 
 impl SnapshotStore {
-    /// Opens (or creates) the bucket `<stream>_SNAPSHOTS`.
-    pub async fn open(js: &jetstream::Context, stream: &str) -> Result<SnapshotStore> {
-        let bucket = format!("{stream}_SNAPSHOTS");
-        let store = match js.get_object_store(&bucket).await {
-            Ok(s) => s,
-            Err(_) => js
-                .create_object_store(object_store::Config {
-                    bucket: bucket.clone(),
+    /// Opens (or creates, with `stream_replicas` replicas) the bucket
+    /// `<stream>_SNAPSHOTS`, retrying through a cluster's leader elections.
+    /// Only a bucket the server says does not exist is created: any other
+    /// failure to open it (a timeout while its leader is elected) must not
+    /// be taken for its absence.
+    pub async fn open(js: &jetstream::Context, config: &Config) -> Result<SnapshotStore> {
+        let bucket = format!("{}_SNAPSHOTS", config.stream_name);
+        let step = format!("open the snapshot store {bucket}");
+        retry(&step, || {
+            Self::open_once(js, &bucket, config.stream_replicas)
+        })
+        .await
+    }
+
+    async fn open_once(
+        js: &jetstream::Context,
+        bucket: &str,
+        replicas: usize,
+    ) -> Result<SnapshotStore> {
+        // The object store's own stream, which says how it is replicated.
+        let stream_name = format!("OBJ_{bucket}");
+        let store = match js.get_stream(&stream_name).await {
+            Ok(stream) => {
+                warn_on_other_replicas(
+                    &stream_name,
+                    stream.cached_info().config.num_replicas,
+                    replicas,
+                );
+                js.get_object_store(bucket)
+                    .await
+                    .with_context(|| format!("cannot open object store {bucket}"))?
+            }
+            Err(e)
+                if matches!(e.kind(), GetStreamErrorKind::JetStream(ref j)
+                if j.error_code() == ErrorCode::STREAM_NOT_FOUND) =>
+            {
+                js.create_object_store(object_store::Config {
+                    bucket: bucket.to_owned(),
                     description: Some("cashback engine state snapshots".into()),
+                    num_replicas: replicas,
                     ..Default::default()
                 })
                 .await
-                .with_context(|| format!("cannot create object store {bucket}"))?,
+                .with_context(|| format!("cannot create object store {bucket}"))?
+            }
+            Err(e) => return Err(e).with_context(|| format!("cannot open object store {bucket}")),
         };
         Ok(SnapshotStore { store })
     }
 
-    /// Sequences of the stored snapshots, newest first.
+    /// Sequences of the stored snapshots, newest first. An error while
+    /// listing fails the whole list: a partial one would make a start fall
+    /// back to an older snapshot, or a full replay, without a word.
     pub async fn list(&self) -> Result<Vec<u64>> {
         let mut seqs = Vec::new();
         let mut list = self.store.list().await.context("cannot list snapshots")?;
         while let Some(info) = list.next().await {
-            if let Some(seq) = info.ok().and_then(|i| seq_of(&i.name)) {
+            let info = info.context("cannot list snapshots")?;
+            if let Some(seq) = seq_of(&info.name) {
                 seqs.push(seq);
             }
         }

@@ -2,7 +2,8 @@
 //! no NATS URL starts its own nats-server (store in the data directory),
 //! `--demo` traffic flows and counts, `--status` prints its line, queries
 //! are answered, and Ctrl-C (SIGINT to the process group) stops everything
-//! with exit code 0 after a final snapshot.
+//! with exit code 0 after a final snapshot, without a warning or an error
+//! in the output.
 
 mod common;
 
@@ -142,10 +143,24 @@ async fn serve_without_a_url_embeds_nats_runs_the_demo_and_stops_cleanly() {
     assert_eq!(code, Some(0), "{}", log());
     // The broker outlived the drain: the final snapshot was stored.
     let stderr = std::fs::read_to_string(dir.path().join("stderr.log")).unwrap();
+    let stdout_text = std::fs::read_to_string(&stdout).unwrap();
     let after_stop = &stderr[stderr
         .find("shutdown requested")
         .expect("a logged shutdown")..];
     assert!(after_stop.contains("snapshot stored"), "{}", log());
+    // A clean stop is quiet: nothing alarming from start to end, in
+    // particular no client errors from a connection that outlived the
+    // embedded nats-server.
+    let alarming: Vec<&str> = stderr
+        .lines()
+        .chain(stdout_text.lines())
+        .filter(|l| l.contains(" WARN") || l.contains(" ERROR"))
+        .collect();
+    assert!(
+        alarming.is_empty(),
+        "warnings or errors in a clean run:\n{}",
+        alarming.join("\n")
+    );
     // The embedded nats-server went with it.
     let deadline = Instant::now() + Duration::from_secs(10);
     while std::net::TcpStream::connect(("127.0.0.1", nats_port)).is_ok() {

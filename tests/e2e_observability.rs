@@ -85,6 +85,53 @@ fn concrete(expr: &str) -> String {
     e
 }
 
+/// Every metric name the dashboards query, in panels and template variables
+/// (a histogram's `_bucket`, `_count` and `_sum` as they are exposed).
+fn dashboard_metric_names() -> BTreeSet<String> {
+    let mut texts: Vec<String> = expressions().into_iter().map(|(_, e)| e).collect();
+    for (_, d) in dashboards() {
+        for v in d["templating"]["list"].as_array().into_iter().flatten() {
+            if let Some(def) = v["definition"].as_str() {
+                texts.push(def.to_owned());
+            }
+        }
+    }
+    texts
+        .iter()
+        .flat_map(|t| t.split(|c: char| !(c.is_ascii_alphanumeric() || c == '_' || c == ':')))
+        .filter(|w| w.starts_with("cashback_"))
+        .map(str::to_owned)
+        .collect()
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn every_series_the_dashboards_query_is_exposed_from_the_first_scrape() {
+    let wanted = dashboard_metric_names();
+    assert!(
+        wanted.len() >= 20,
+        "only {} metric names: {wanted:?}",
+        wanted.len()
+    );
+    // A fresh engine: no snapshot yet, no traffic, no request; scraped as
+    // soon as it reports ready.
+    let h = Harness::start(&config_toml(30)).await;
+    let (status, text) = h.http_get("/metrics").await.expect("/metrics");
+    assert_eq!(status, 200);
+    let exposed: BTreeSet<&str> = text
+        .lines()
+        .filter(|l| !l.starts_with('#'))
+        .filter_map(|l| l.split(['{', ' ']).next())
+        .collect();
+    let missing: Vec<&String> = wanted
+        .iter()
+        .filter(|n| !exposed.contains(n.as_str()))
+        .collect();
+    assert!(
+        missing.is_empty(),
+        "series the dashboards query, missing from a fresh engine's /metrics: {missing:?}\n\n{text}"
+    );
+}
+
 #[test]
 fn the_dashboards_have_what_grafana_needs_to_import_them() {
     for (path, d) in dashboards() {
@@ -762,11 +809,22 @@ async fn prometheus_scrapes_the_engine_and_every_dashboard_query_returns_data() 
         .collect();
     assert!(want[0].1 > 20.0, "live payments accrued cashback");
     assert_eq!(h.stop_engine(), Some(0));
+    let restarted_at = std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .unwrap()
+        .as_secs_f64();
     h.start_engine().await;
     let after = wait_for_values(&h, &want).await;
+    // The snapshot's own time, taken before the restart (before there is
+    // one, the gauge holds the engine's start).
     assert!(
-        sample(&after, "cashback_snapshot_timestamp_seconds").is_some_and(|t| t > 1.6e9),
+        sample(&after, "cashback_snapshot_timestamp_seconds")
+            .is_some_and(|t| t > 1.6e9 && t < restarted_at),
         "the restored snapshot's time"
+    );
+    assert!(
+        sample(&after, "cashback_snapshot_bytes").is_some_and(|b| b > 0.0),
+        "the restored snapshot's size"
     );
     assert!(
         h.engine_log().contains("restored snapshot"),

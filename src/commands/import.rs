@@ -136,7 +136,10 @@ mod tests {
         let (acq, id, body) = row_to_json(&line).unwrap();
         assert_eq!(acq, "32875");
         // PROTOCOL section 1: the card leads the key.
-        assert_eq!(id, format!("{hpan}/32875/A1/T1/00/2021-03-14T10:22:33+01:00"));
+        assert_eq!(
+            id,
+            format!("{hpan}/32875/A1/T1/00/2021-03-14T10:22:33+01:00")
+        );
         let v: serde_json::Value = serde_json::from_str(&body).unwrap();
         assert_eq!(v["total_amount"], serde_json::json!(3550));
         assert_eq!(v["terminal_id"], serde_json::json!("TERM"));

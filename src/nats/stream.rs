@@ -2,6 +2,7 @@
 //! enrollment journal, in one total order.
 
 use crate::config::Config;
+use crate::nats::retry::retry;
 use crate::nats::subjects::Subjects;
 use anyhow::{Context, Result};
 use async_nats::jetstream::{self, stream};
@@ -9,8 +10,17 @@ use std::time::Duration;
 
 /// Creates the stream, or adopts an existing one (adding our subjects to it if
 /// they are missing). Idempotent: every `serve` calls it before answering
-/// anything.
+/// anything. Retried through a cluster's leader elections.
 pub async fn ensure_stream(
+    js: &jetstream::Context,
+    config: &Config,
+    subjects: &Subjects,
+) -> Result<stream::Stream> {
+    let step = format!("create or open stream {}", config.stream_name);
+    retry(&step, || ensure_stream_once(js, config, subjects)).await
+}
+
+async fn ensure_stream_once(
     js: &jetstream::Context,
     config: &Config,
     subjects: &Subjects,
@@ -24,6 +34,7 @@ pub async fn ensure_stream(
         discard: stream::DiscardPolicy::Old,
         max_age: Duration::from_secs(config.stream_max_age_days as u64 * 86_400),
         duplicate_window: Duration::from_secs(config.duplicate_window_secs),
+        num_replicas: config.stream_replicas,
         ..Default::default()
     };
     let mut stream = js
@@ -35,6 +46,11 @@ pub async fn ensure_stream(
         .await
         .context("cannot read stream info")?
         .clone();
+    warn_on_other_replicas(
+        &config.stream_name,
+        info.config.num_replicas,
+        config.stream_replicas,
+    );
     let missing: Vec<String> = wanted
         .into_iter()
         .filter(|s| !info.config.subjects.contains(s))
@@ -48,4 +64,21 @@ pub async fn ensure_stream(
         stream = js.get_stream(&config.stream_name).await?;
     }
     Ok(stream)
+}
+
+/// An existing stream (the log, or the snapshots' bucket) is adopted with
+/// the replicas it has: changing them is a cluster operation for the
+/// operator (`nats stream edit`), not a side effect of starting an engine.
+/// A difference from the configuration is worth a warning, though.
+pub fn warn_on_other_replicas(stream: &str, has: usize, configured: usize) {
+    // JetStream reports an unreplicated stream as 1 (or 0 from old servers).
+    if has.max(1) != configured.max(1) {
+        tracing::warn!(
+            stream,
+            replicas = has.max(1),
+            stream_replicas = configured,
+            "adopting an existing stream with another replica count than configured; \
+             change it with the nats CLI if it should be {configured}"
+        );
+    }
 }

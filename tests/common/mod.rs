@@ -521,3 +521,271 @@ pub async fn http_get(port: u16, path: &str) -> Option<(u16, String)> {
 
 #[allow(unused_imports)]
 pub use cashback::commands::engine_health::metric_value as sample;
+
+/// A 3-server nats-server cluster on loopback, each server started from
+/// the shipped `config/nats-cluster/cashback-<i>.conf` (so the roles and
+/// permissions of `config/nats-server.conf` hold), on free ports given on
+/// the command line, with a store of its own under the test's folder.
+/// Servers can be killed (SIGKILL, a crash) and restarted on the same ports
+/// and store. Every server is killed on drop.
+pub struct NatsCluster {
+    /// The three servers.
+    servers: Vec<ClusterServer>,
+    /// Routes to all three, for each server's `--routes`.
+    routes: String,
+    /// The passwords the configuration reads from the environment.
+    passwords: Vec<(String, String)>,
+}
+
+/// One server of a [`NatsCluster`].
+struct ClusterServer {
+    /// Its configuration file.
+    conf: PathBuf,
+    /// The process, while it runs.
+    child: Option<Child>,
+    /// Client port on 127.0.0.1.
+    port: u16,
+    /// Route port.
+    cluster_port: u16,
+    /// HTTP monitoring port (`/varz`, `/jsz`).
+    monitor_port: u16,
+    /// Its JetStream store.
+    store: PathBuf,
+    /// Its log, appended across restarts.
+    log: PathBuf,
+}
+
+impl NatsCluster {
+    /// The password a test gives `user` (`CASHBACK_NATS_<USER>_PASSWORD`).
+    pub fn password(user: &str) -> String {
+        Self::password_of(&format!("CASHBACK_NATS_{}_PASSWORD", user.to_uppercase()))
+    }
+
+    fn password_of(variable: &str) -> String {
+        format!("{}-test", variable.to_lowercase())
+    }
+
+    /// Starts the three servers with their stores and logs in `dir`, and
+    /// waits until JetStream has a meta leader that every server knows.
+    pub async fn start(dir: &std::path::Path) -> NatsCluster {
+        let root = PathBuf::from(env!("CARGO_MANIFEST_DIR")).join("config");
+        // Every password variable the shipped configuration reads: a user
+        // added there is covered here without a second list.
+        let shipped = std::fs::read_to_string(root.join("nats-server.conf")).unwrap();
+        let mut passwords: Vec<(String, String)> = shipped
+            .split('$')
+            .skip(1)
+            .map(|rest| {
+                rest.chars()
+                    .take_while(|c| c.is_ascii_alphanumeric() || *c == '_')
+                    .collect::<String>()
+            })
+            .filter(|v| v.ends_with("_PASSWORD"))
+            .map(|v| {
+                let password = Self::password_of(&v);
+                (v, password)
+            })
+            .collect();
+        passwords.sort();
+        passwords.dedup();
+        assert!(passwords.len() >= 3, "no passwords in nats-server.conf?");
+        let free = || NatsServer::free_port().unwrap();
+        let servers: Vec<ClusterServer> = (0..3)
+            .map(|i| ClusterServer {
+                conf: root.join(format!("nats-cluster/cashback-{i}.conf")),
+                child: None,
+                port: free(),
+                cluster_port: free(),
+                monitor_port: free(),
+                store: dir.join(format!("nats-{i}")),
+                log: dir.join(format!("nats-{i}.log")),
+            })
+            .collect();
+        let routes = servers
+            .iter()
+            .map(|s| format!("nats://127.0.0.1:{}", s.cluster_port))
+            .collect::<Vec<_>>()
+            .join(",");
+        let mut cluster = NatsCluster {
+            servers,
+            routes,
+            passwords,
+        };
+        for i in 0..3 {
+            cluster.spawn(i);
+        }
+        cluster.ready().await;
+        cluster
+    }
+
+    fn spawn(&mut self, i: usize) {
+        let bin = NatsServer::locate("").expect("nats-server: run `make install-nats`");
+        let s = &mut self.servers[i];
+        assert!(s.child.is_none(), "server {i} is running");
+        let log = std::fs::OpenOptions::new()
+            .create(true)
+            .append(true)
+            .open(&s.log)
+            .unwrap();
+        let child = Command::new(bin)
+            .arg("-c")
+            .arg(&s.conf)
+            .args(["-a", "127.0.0.1", "-p"])
+            .arg(s.port.to_string())
+            .arg("--cluster")
+            .arg(format!("nats://127.0.0.1:{}", s.cluster_port))
+            .args(["--routes", &self.routes, "-m"])
+            .arg(s.monitor_port.to_string())
+            .envs(self.passwords.iter().map(|(k, v)| (k, v)))
+            .env("CASHBACK_NATS_STORE_DIR", &s.store)
+            .stdin(Stdio::null())
+            .stdout(log.try_clone().unwrap())
+            .stderr(log)
+            .spawn()
+            .expect("start nats-server");
+        s.child = Some(child);
+    }
+
+    /// The client URLs of all three servers, running or not.
+    pub fn urls(&self) -> Vec<String> {
+        self.servers
+            .iter()
+            .map(|s| format!("nats://127.0.0.1:{}", s.port))
+            .collect()
+    }
+
+    /// [`NatsCluster::urls`] comma-separated, as `nats_url` takes them.
+    pub fn url(&self) -> String {
+        self.urls().join(",")
+    }
+
+    /// Connects as `user` (with the `_INBOX_<user>` inbox the roles
+    /// configuration expects) to any running server.
+    pub async fn connect(&self, user: &str) -> async_nats::Client {
+        async_nats::ConnectOptions::new()
+            .user_and_password(user.into(), Self::password(user))
+            .custom_inbox_prefix(format!("_INBOX_{user}"))
+            .connect(self.urls())
+            .await
+            .unwrap_or_else(|e| panic!("{user} cannot log in to the cluster: {e}"))
+    }
+
+    /// The engine's credentials, as `cashback serve` takes them from its
+    /// environment.
+    pub fn engine_env(&self) -> Vec<(&'static str, String)> {
+        vec![
+            ("CASHBACK_NATS_USER", "engine".into()),
+            ("CASHBACK_NATS_PASSWORD", Self::password("engine")),
+        ]
+    }
+
+    /// `/varz` or `/jsz` of server `i`, if it answers.
+    async fn monitor(&self, i: usize, path: &str) -> Option<Value> {
+        let (_, body) = http_get(self.servers[i].monitor_port, path).await?;
+        serde_json::from_str(&body).ok()
+    }
+
+    /// The index of the server called `name` (its `server_name`).
+    pub async fn index_of(&self, name: &str) -> Option<usize> {
+        for i in 0..self.servers.len() {
+            if let Some(varz) = self.monitor(i, "/varz").await {
+                if varz["server_name"] == json!(name) {
+                    return Some(i);
+                }
+            }
+        }
+        None
+    }
+
+    /// The server name of the JetStream meta leader, as a running server
+    /// sees it.
+    pub async fn meta_leader(&self) -> Option<String> {
+        for (i, s) in self.servers.iter().enumerate() {
+            if s.child.is_some() {
+                let jsz = self.monitor(i, "/jsz").await.unwrap_or_default();
+                if let Some(leader) = jsz["meta_cluster"]["leader"].as_str() {
+                    return Some(leader.to_owned());
+                }
+            }
+        }
+        None
+    }
+
+    /// Waits until every running server names the same JetStream meta
+    /// leader, one of the running servers, which sees every other running
+    /// server current (so that replicas can be placed on all of them).
+    pub async fn ready(&self) {
+        let deadline = Instant::now() + Duration::from_secs(60);
+        loop {
+            let mut views = Vec::new();
+            for (i, s) in self.servers.iter().enumerate() {
+                if s.child.is_some() {
+                    let name = self.monitor(i, "/varz").await.unwrap_or_default()["server_name"]
+                        .as_str()
+                        .map(str::to_owned);
+                    views.push((name, self.monitor(i, "/jsz").await.unwrap_or_default()));
+                }
+            }
+            let leader_of = |jsz: &Value| jsz["meta_cluster"]["leader"].as_str().map(str::to_owned);
+            let leader = views.first().and_then(|(_, jsz)| leader_of(jsz));
+            let agreed = views.iter().all(|(_, jsz)| leader_of(jsz) == leader);
+            let followers_current = views
+                .iter()
+                .find(|(name, _)| leader.is_some() && *name == leader)
+                .and_then(|(_, jsz)| jsz["meta_cluster"]["replicas"].as_array().cloned())
+                .map(|replicas| {
+                    replicas
+                        .iter()
+                        .filter(|r| r["current"] == json!(true))
+                        .count()
+                        >= views.len() - 1
+                });
+            if agreed && followers_current == Some(true) {
+                return;
+            }
+            assert!(
+                Instant::now() < deadline,
+                "no JetStream meta leader in the cluster; logs:\n{}",
+                self.logs()
+            );
+            tokio::time::sleep(Duration::from_millis(100)).await;
+        }
+    }
+
+    /// Kills server `i` with SIGKILL: a crash, no leadership handed over.
+    pub fn kill(&mut self, i: usize) {
+        if let Some(mut child) = self.servers[i].child.take() {
+            let _ = child.kill();
+            let _ = child.wait();
+        }
+    }
+
+    /// Starts server `i` again on its ports and store, and waits until the
+    /// cluster has a meta leader again.
+    pub async fn restart(&mut self, i: usize) {
+        self.spawn(i);
+        self.ready().await;
+    }
+
+    /// The servers' logs so far.
+    pub fn logs(&self) -> String {
+        self.servers
+            .iter()
+            .map(|s| {
+                format!(
+                    "--- {}:\n{}",
+                    s.log.display(),
+                    std::fs::read_to_string(&s.log).unwrap_or_default()
+                )
+            })
+            .collect()
+    }
+}
+
+impl Drop for NatsCluster {
+    fn drop(&mut self) {
+        for i in 0..self.servers.len() {
+            self.kill(i);
+        }
+    }
+}

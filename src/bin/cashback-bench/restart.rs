@@ -508,7 +508,7 @@ pub async fn run(args: &Args) -> Result<Report> {
             seq + 1
         );
     }
-    let store = SnapshotStore::open(&h.js, &config.stream_name).await?;
+    let store = SnapshotStore::open(&h.js, &config).await?;
     let started = Instant::now();
     store.put(seq, segments).await?;
     let upload_secs = started.elapsed().as_secs_f64();
