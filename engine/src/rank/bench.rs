@@ -96,3 +96,21 @@ pub fn synthetic(n: usize, seed: u64) -> Vec<RankKey> {
         })
         .collect()
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn synthetic_data_has_the_2021_shape() {
+        let keys = synthetic(200_000, 3);
+        let mut counts: Vec<u32> = keys.iter().map(|k| k.count).collect();
+        counts.sort_unstable();
+        let median = counts[counts.len() / 2];
+        assert!((80..=100).contains(&median), "median {median}");
+        // The 100,000th of 8.4M is the top 1.19%.
+        let top = counts[counts.len() - counts.len() * 119 / 10_000];
+        assert!((600..=800).contains(&top), "top 1.19% at {top}");
+        assert!(*counts.last().unwrap() <= 1_600);
+    }
+}

@@ -39,6 +39,7 @@ use std::sync::Arc;
 
 use crate::time::Timestamp;
 
+#[cfg(feature = "bench-data")]
 pub mod bench;
 mod check;
 mod fenwick;
