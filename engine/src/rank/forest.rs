@@ -3,7 +3,7 @@
 use std::cmp::Ordering;
 
 use super::node::{Bucket, Inner, Leaf, Sep, EMPTY_BUCKET, NIL};
-use super::search::{child_for, leaf_lower_bound, leaf_slot_of, Probe};
+use super::search::{child_for, leaf_lower_bound, leaf_lower_bound_by, leaf_slot_of, Probe};
 use super::storage::Arena;
 use super::table::Table;
 
@@ -55,15 +55,36 @@ impl<const L: usize, const I: usize> Forest<L, I> {
     /// Entries of bucket `b` before `probe`, whose citizen must be in `b`.
     /// The key leads to the leaf; inside it the citizen index is enough.
     pub(super) fn rank(&self, b: &Bucket, probe: &Probe) -> u64 {
+        let (left, leaf) = self.descend(b, probe);
+        left + leaf_slot_of(self.leaves.get(leaf), probe.citizen) as u64
+    }
+
+    /// Entries of bucket `b` that rank strictly before a
+    /// [`foreign`](Probe::foreign) probe, which need not be in `b` (nor in
+    /// this index): the walk of [`rank`](Self::rank), then a search of the
+    /// leaf by key.
+    pub(super) fn lower_bound(&self, b: &Bucket, probe: &Probe, table: &Table) -> u64 {
+        if b.root == NIL {
+            return 0;
+        }
+        let (left, leaf) = self.descend(b, probe);
+        let tied = |citizen| probe.cmp_tied_key(citizen, table);
+        left + leaf_lower_bound_by(self.leaves.get(leaf), probe.sk, tied) as u64
+    }
+
+    /// The root-to-leaf walk of `probe` in the non-empty bucket `b`: the
+    /// entries in the leaves left of the one reached, and that leaf.
+    #[inline]
+    fn descend(&self, b: &Bucket, probe: &Probe) -> (u64, u32) {
         let mut node = b.root;
-        let mut rank = 0u64;
+        let mut left = 0u64;
         for _ in 0..b.height {
             let inner = self.inners.get(node);
             let i = child_for(inner, probe);
-            rank += inner.counts[..i].iter().map(|&c| c as u64).sum::<u64>();
+            left += inner.counts[..i].iter().map(|&c| c as u64).sum::<u64>();
             node = inner.children[i];
         }
-        rank + leaf_slot_of(self.leaves.get(node), probe.citizen) as u64
+        (left, node)
     }
 
     /// Walks to the leaf where `probe` is or would go and starts loading it

@@ -31,8 +31,9 @@
 //! crate allowed raw memory), `table` (every citizen's key), `fenwick`
 //! (citizens per count), `node` and `search` (a bucket tree's nodes, and
 //! where a key falls among them), `forest` (insert, remove, rank, select),
-//! this file (the index and its public API) and `check` (the structural
-//! invariants, for tests).
+//! this file (the index and its public API), `cluster` (the exact answers a
+//! cluster of nodes merges into the national ranking) and `check` (the
+//! structural invariants, for tests).
 
 use std::cmp::Ordering;
 use std::sync::Arc;
@@ -42,6 +43,7 @@ use crate::time::Timestamp;
 #[cfg(feature = "bench-data")]
 pub mod bench;
 mod check;
+mod cluster;
 mod fenwick;
 mod forest;
 mod node;
@@ -320,30 +322,50 @@ impl<const L: usize, const I: usize> RankIndexWith<L, I> {
             return None;
         }
         let (count, idx) = self.locate(position);
+        Some(self.entry(count, idx))
+    }
+
+    /// The entry at 0-based `idx` of bucket `count`, which must hold it.
+    #[inline]
+    fn entry(&self, count: usize, idx: u64) -> (u32, &RankKey) {
         let (leaf, slot) = self.forest.select(&self.buckets[count], idx);
         let citizen = self.forest.leaves.get(leaf).cits[slot];
-        Some((citizen, self.table.key(citizen)))
+        (citizen, self.table.key(citizen))
     }
 
     /// A leaderboard page: `(position, citizen, key)` for positions
     /// `offset + 1 ..= offset + limit` (fewer at the end).
     pub fn page(&self, offset: u64, limit: usize) -> Vec<(u64, u32, &RankKey)> {
+        let mut position = offset;
+        self.entries_from(offset, limit, |citizen, key| {
+            position += 1;
+            (position, citizen, key)
+        })
+    }
+
+    /// Up to `limit` entries in ranking order from the 0-based `offset`, as
+    /// `entry(citizen, key)` makes them: one leaf chain after another, from
+    /// the highest count down, with no walk from a root but the first.
+    fn entries_from<'s, T>(
+        &'s self,
+        offset: u64,
+        limit: usize,
+        mut entry: impl FnMut(u32, &'s RankKey) -> T,
+    ) -> Vec<T> {
         let mut out = Vec::new();
         if offset >= self.len || limit == 0 {
             return out;
         }
         out.reserve(limit.min((self.len - offset) as usize));
-        let mut position = offset + 1;
-        let (mut count, idx) = self.locate(position);
+        let (mut count, idx) = self.locate(offset + 1);
         let (mut leaf, mut slot) = self.forest.select(&self.buckets[count], idx);
         loop {
             let l = self.forest.leaves.get(leaf);
             for &citizen in &l.cits[slot..l.len as usize] {
-                out.push((position, citizen, self.table.key(citizen)));
+                out.push(entry(citizen, self.table.key(citizen)));
                 if out.len() == limit {
                     return out;
                 }
-                position += 1;
             }
             leaf = l.next;
             slot = 0;

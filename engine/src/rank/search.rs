@@ -52,12 +52,31 @@ impl<'a> Probe<'a> {
         }
     }
 
-    /// Against a leaf entry known to tie on `sk`.
+    /// A key that belongs to no citizen of this index (another node's, in a
+    /// cluster). Index 0, the smallest, sorts it before every entry with an
+    /// equal key, so a walk stops at the first entry that does not rank
+    /// strictly before it. Compare it to entries with
+    /// [`cmp_tied_key`](Self::cmp_tied_key) only: its index is nobody, not
+    /// this index's citizen 0.
+    #[inline]
+    pub(super) fn foreign(key: &'a RankKey) -> Self {
+        Self::new(0, key)
+    }
+
+    /// Against a leaf entry known to tie on `sk`; the probe's own entry
+    /// compares equal without reading the table.
     #[inline]
     pub(super) fn cmp_tied_entry(&self, citizen: u32, table: &Table) -> Ordering {
         if citizen == self.citizen {
             return Ordering::Equal;
         }
+        self.cmp_tied_key(citizen, table)
+    }
+
+    /// Against a leaf entry known to tie on `sk`, by the entry's key in the
+    /// table alone (right for any probe, [`foreign`](Self::foreign) ones too).
+    #[inline]
+    pub(super) fn cmp_tied_key(&self, citizen: u32, table: &Table) -> Ordering {
         let other = table.key(citizen);
         self.cmp_rest(
             other.last_trx,
@@ -93,25 +112,37 @@ pub(super) fn count_below(sks: &[u64], sk: u64) -> usize {
     sks.iter().map(|&s| (s < sk) as usize).sum()
 }
 
-/// Entries of `leaf` ordered before `probe`.
+/// Entries of `leaf` ordered before `probe`, for a probe of this index's
+/// own citizen (its entry, if present, is found without a table read).
 #[inline]
 pub(super) fn leaf_lower_bound<const L: usize>(
     leaf: &Leaf<L>,
     probe: &Probe,
     table: &Table,
 ) -> usize {
+    leaf_lower_bound_by(leaf, probe.sk, |c| probe.cmp_tied_entry(c, table))
+}
+
+/// Entries of `leaf` ordered before a probe of time key `sk`, with `tied`
+/// comparing the probe to the entry of a citizen that ties on `sk`.
+#[inline]
+pub(super) fn leaf_lower_bound_by<const L: usize>(
+    leaf: &Leaf<L>,
+    sk: u64,
+    tied: impl Fn(u32) -> Ordering,
+) -> usize {
     let n = leaf.len as usize;
     let sks = &leaf.sks[..n];
     // Most arrivals are a payment with the newest time: after the last entry.
-    if n == 0 || sks[n - 1] < probe.sk {
+    if n == 0 || sks[n - 1] < sk {
         return n;
     }
-    let lo = count_below(sks, probe.sk);
-    if lo == n || sks[lo] != probe.sk {
+    let lo = count_below(sks, sk);
+    if lo == n || sks[lo] != sk {
         return lo;
     }
-    let hi = lo + sks[lo..].partition_point(|&s| s == probe.sk);
-    lo + leaf.cits[lo..hi].partition_point(|&c| probe.cmp_tied_entry(c, table) == Ordering::Greater)
+    let hi = lo + sks[lo..].partition_point(|&s| s == sk);
+    lo + leaf.cits[lo..hi].partition_point(|&c| tied(c) == Ordering::Greater)
 }
 
 /// Where `citizen` sits in `leaf`, which must hold it (a broken promise is a

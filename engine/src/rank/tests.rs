@@ -160,3 +160,50 @@ fn deep_trees_with_tiny_nodes() {
         assert_eq!(idx.position(c), Some(p));
     }
 }
+
+#[test]
+fn keys_of_other_nodes_are_placed_among_these_entries() {
+    let mut idx = RankIndex::new();
+    idx.set(0, key(5, 20, 1, "A"));
+    idx.set(1, key(5, 10, 1, "C"));
+    idx.set(2, key(6, 99, 9, "Z"));
+    // Order: 2 (count 6), 1 (count 5, earlier), 0.
+    assert_eq!(idx.count_before(&key(7, 0, 0, "X")), 0, "a higher count");
+    assert_eq!(
+        idx.count_before(&key(1_000_000, 0, 0, "X")),
+        0,
+        "beyond any bucket"
+    );
+    assert_eq!(
+        idx.count_before(&key(6, 99, 9, "Y")),
+        0,
+        "ties up to the id"
+    );
+    assert_eq!(
+        idx.count_before(&key(6, 99, 9, "Z")),
+        0,
+        "citizen 2's own key"
+    );
+    assert_eq!(idx.count_before(&key(5, 10, 1, "B")), 1, "just before C");
+    assert_eq!(idx.count_before(&key(5, 10, 1, "D")), 2, "just after C");
+    assert_eq!(
+        idx.count_before(&key(5, 30, 0, "A")),
+        3,
+        "after everyone of 5"
+    );
+    assert_eq!(idx.count_before(&key(0, 0, 0, "")), 3, "count 0 ranks last");
+
+    let ids = |page: Vec<(u32, &RankKey)>| page.into_iter().map(|(c, _)| c).collect::<Vec<_>>();
+    assert_eq!(ids(idx.page_from(&key(5, 10, 1, "C"), 10)), vec![1, 0]);
+    assert_eq!(ids(idx.page_from(&key(5, 10, 1, "B"), 1)), vec![1]);
+    assert_eq!(ids(idx.page_from(&key(0, 0, 0, ""), 10)), Vec::<u32>::new());
+
+    assert_eq!(idx.count_histogram(), vec![(6, 1), (5, 2)]);
+    assert_eq!(
+        (idx.bucket_len(5), idx.bucket_len(4), idx.bucket_len(0)),
+        (2, 0, 0)
+    );
+    assert_eq!(idx.at_in_bucket(5, 1).map(|(c, _)| c), Some(0));
+    assert!(idx.at_in_bucket(5, 2).is_none());
+    assert!(idx.at_in_bucket(u32::MAX, 0).is_none());
+}
