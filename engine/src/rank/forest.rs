@@ -44,6 +44,10 @@ pub(super) struct Forest<const L: usize, const I: usize> {
     pub(super) inners: Arena<Inner<I>>,
 }
 
+// The index's hot paths call into this file once per update or query:
+// `#[inline]` on those entry points lets the compiler inline them into their
+// callers in `mod.rs` across codegen units (release builds use several), as
+// it did when everything was one file.
 impl<const L: usize, const I: usize> Forest<L, I> {
     pub(super) fn new() -> Self {
         Forest {
@@ -54,6 +58,7 @@ impl<const L: usize, const I: usize> Forest<L, I> {
 
     /// Entries of bucket `b` before `probe`, whose citizen must be in `b`.
     /// The key leads to the leaf; inside it the citizen index is enough.
+    #[inline]
     pub(super) fn rank(&self, b: &Bucket, probe: &Probe) -> u64 {
         let (left, leaf) = self.descend(b, probe);
         left + leaf_slot_of(self.leaves.get(leaf), probe.citizen) as u64
@@ -90,6 +95,7 @@ impl<const L: usize, const I: usize> Forest<L, I> {
     /// Walks to the leaf where `probe` is or would go and starts loading it
     /// (inner nodes are read on the way; they are few and mostly cached):
     /// only the header and citizen indices when `probe` is to be removed.
+    #[inline]
     pub(super) fn prefetch_leaf(&self, b: &Bucket, probe: &Probe, removal: bool) {
         if b.root == NIL {
             return;
@@ -108,6 +114,7 @@ impl<const L: usize, const I: usize> Forest<L, I> {
     }
 
     /// The leaf and slot of the entry with 0-based index `idx` in bucket `b`.
+    #[inline]
     pub(super) fn select(&self, b: &Bucket, mut idx: u64) -> (u32, usize) {
         let mut node = b.root;
         for _ in 0..b.height {
@@ -122,6 +129,7 @@ impl<const L: usize, const I: usize> Forest<L, I> {
         (node, idx as usize)
     }
 
+    #[inline]
     pub(super) fn insert(&mut self, b: &mut Bucket, probe: &Probe, table: &Table) {
         b.len += 1;
         if b.root == NIL {
@@ -290,6 +298,7 @@ impl<const L: usize, const I: usize> Forest<L, I> {
     }
 
     /// Removes the entry of `probe`, which must be in bucket `b`.
+    #[inline]
     pub(super) fn remove(&mut self, b: &mut Bucket, probe: &Probe, table: &Table) {
         let mut path = [Step::default(); MAX_DEPTH];
         let height = b.height as usize;
