@@ -69,8 +69,9 @@ impl<T> Pool<T> {
         let i = self.len;
         if i / Self::PER_CHUNK == self.chunks.len() {
             let layout = Self::layout();
-            // SAFETY: the layout has a non-zero size (`PER_CHUNK > 0` slots of
-            // a type the const check above proved non-zero-sized).
+            // SAFETY: the layout has a non-zero size: `PER_CHUNK > 0` slots
+            // (asserted at compile time) of a type that is not zero-sized
+            // (for one, computing `PER_CHUNK` divides by zero: no build).
             let raw = unsafe { alloc(layout) } as *mut T;
             let chunk = NonNull::new(raw).unwrap_or_else(|| handle_alloc_error(layout));
             advise_huge_pages(chunk.as_ptr() as *mut u8, layout.size());
