@@ -254,6 +254,19 @@ fn main() {
     figures.position_p99 = p99;
     figures.position_mean = mean;
 
+    // What a cluster asks every node about a citizen of another node: keys
+    // of another population of the same shape (another seed).
+    let foreign = bench::synthetic(SAMPLES, 7);
+    let mut lat = Vec::with_capacity(SAMPLES);
+    for key in &foreign {
+        let t = Instant::now();
+        black_box(index.count_before(black_box(key)));
+        lat.push(t.elapsed().as_nanos() as u64);
+    }
+    let (p50, p99) = percentiles(&mut lat);
+    println!("count_before(key of another node): p50 {p50} ns, p99 {p99} ns");
+    drop(foreign);
+
     let len = index.len();
     let positions: Vec<u64> = (0..SAMPLES).map(|_| 1 + rng.below(len)).collect();
     let mut lat = Vec::with_capacity(SAMPLES);

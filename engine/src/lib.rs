@@ -6,6 +6,11 @@
 //! decide payments, pick the partition) -> [`ledger`] (count, cashback,
 //! reversal matching) -> [`query`] (what the app sees).
 
+// The engine is plain safe Rust: the rank index's huge-page storage is the
+// one place that needs raw memory, and it opts out alone (`rank::storage`),
+// so raw memory anywhere else is a compile error, argued for or not at all.
+#![deny(unsafe_code)]
+
 pub mod admin;
 pub mod authorization;
 pub mod directory;

@@ -14,7 +14,7 @@ use cashback_engine::time::Timestamp;
 use proptest::prelude::*;
 use proptest::test_runner::Config;
 use std::cmp::Ordering;
-use std::collections::HashMap;
+use std::collections::{BTreeMap, HashMap};
 use std::sync::Arc;
 
 /// One thing that can happen to a citizen of the period.
@@ -86,9 +86,18 @@ struct Model {
     keys: HashMap<u32, RankKey>,
 }
 
+/// The ranking order of two keys, written out independently of the index:
+/// count descending, then last_trx, tc, id (bytes) ascending.
+fn order(a: &RankKey, b: &RankKey) -> Ordering {
+    b.count
+        .cmp(&a.count)
+        .then(a.last_trx.cmp(&b.last_trx))
+        .then(a.tc_accepted_at.cmp(&b.tc_accepted_at))
+        .then(a.citizen_id.as_bytes().cmp(b.citizen_id.as_bytes()))
+}
+
 impl Model {
-    /// The ranking from scratch, written out independently of the index:
-    /// count descending, then last_trx, tc, id (bytes) ascending.
+    /// The ranking from scratch by [`order`], the citizen index last.
     fn ranking(&self) -> Vec<(u32, RankKey)> {
         let mut ranked: Vec<(u32, RankKey)> = self
             .keys
@@ -96,15 +105,108 @@ impl Model {
             .filter(|(_, k)| k.count > 0)
             .map(|(c, k)| (*c, k.clone()))
             .collect();
-        ranked.sort_by(|(ca, a), (cb, b)| {
-            b.count
-                .cmp(&a.count)
-                .then(a.last_trx.cmp(&b.last_trx))
-                .then(a.tc_accepted_at.cmp(&b.tc_accepted_at))
-                .then(a.citizen_id.as_bytes().cmp(b.citizen_id.as_bytes()))
-                .then(ca.cmp(cb))
-        });
+        ranked.sort_by(|(ca, a), (cb, b)| order(a, b).then(ca.cmp(cb)));
         ranked
+    }
+}
+
+/// `(count, citizens)` of a ranking, highest count first.
+fn histogram(ranking: &[(u32, RankKey)]) -> Vec<(u32, u64)> {
+    let mut out: Vec<(u32, u64)> = Vec::new();
+    for (_, key) in ranking {
+        match out.last_mut() {
+            Some((count, n)) if *count == key.count => *n += 1,
+            _ => out.push((key.count, 1)),
+        }
+    }
+    out
+}
+
+/// How many entries of `ranking` sort strictly before `key`.
+fn before(ranking: &[(u32, RankKey)], key: &RankKey) -> usize {
+    ranking.partition_point(|(_, k)| order(k, key) == Ordering::Less)
+}
+
+/// Keys to place with `count_before` and `page_from`: ranked keys (about
+/// 64 of them in big populations), each also with its id extended by "0",
+/// which sorts right after it and is sometimes another citizen's id (so
+/// sometimes another entry's exact key); and keys of nobody from the tiny
+/// domains, counts from 0 (not ranked) to beyond every bucket, ids sorting
+/// first, in the middle (one some citizen has) and last.
+fn probe_keys(ranking: &[(u32, RankKey)]) -> Vec<RankKey> {
+    let mut keys = Vec::new();
+    for (_, key) in ranking.iter().step_by((ranking.len() / 64).max(1)) {
+        keys.push(key.clone());
+        keys.push(RankKey {
+            citizen_id: Arc::from(format!("{}0", key.citizen_id)),
+            ..key.clone()
+        });
+    }
+    let top = ranking.first().map_or(0, |(_, k)| k.count);
+    let counts = [0, 1, 2, 3, top, top + 1, 17, 100_000];
+    let times = [(0, 0), (2, 1), (4, 2), (200, 0), (202, 1)];
+    let ids = ["", "25", "9~"];
+    for (i, &count) in counts.iter().enumerate() {
+        for (j, &(last, tc)) in times.iter().enumerate() {
+            keys.push(RankKey {
+                count,
+                last_trx: instant(last),
+                tc_accepted_at: instant(tc),
+                citizen_id: Arc::from(ids[(i + j) % ids.len()]),
+            });
+        }
+    }
+    keys
+}
+
+/// The queries a cluster merges (`count_before`, `page_from`,
+/// `count_histogram`, `bucket_len`, `at_in_bucket`) against the model's
+/// ranking of this index alone.
+fn check_cluster_queries<const L: usize, const I: usize>(
+    index: &RankIndexWith<L, I>,
+    ranking: &[(u32, RankKey)],
+) {
+    let limits = [0, 1, 3, 10, usize::MAX];
+    for (i, key) in probe_keys(ranking).iter().enumerate() {
+        let lower = before(ranking, key);
+        assert_eq!(
+            index.count_before(key),
+            lower as u64,
+            "count_before {key:?}"
+        );
+        let limit = limits[i % limits.len()];
+        let expected: Vec<(u32, &RankKey)> = ranking[lower..]
+            .iter()
+            .take(limit)
+            .map(|(c, k)| (*c, k))
+            .collect();
+        assert_eq!(
+            index.page_from(key, limit),
+            expected,
+            "page_from({key:?}, {limit})"
+        );
+    }
+    let histogram = histogram(ranking);
+    assert_eq!(index.count_histogram(), histogram, "histogram");
+    let mut start = 0;
+    for &(count, n) in &histogram {
+        assert_eq!(index.bucket_len(count), n, "bucket_len({count})");
+        for (i, (citizen, key)) in ranking[start..start + n as usize].iter().enumerate() {
+            assert_eq!(
+                index.at_in_bucket(count, i as u64),
+                Some((*citizen, key)),
+                "at_in_bucket({count}, {i})"
+            );
+        }
+        assert_eq!(index.at_in_bucket(count, n), None, "past bucket {count}");
+        start += n as usize;
+    }
+    let top = histogram.first().map_or(0, |&(count, _)| count);
+    for count in (0..=top + 1).chain([100_000, u32::MAX]) {
+        if !histogram.iter().any(|&(c, _)| c == count) {
+            assert_eq!(index.bucket_len(count), 0, "bucket_len({count}), empty");
+            assert_eq!(index.at_in_bucket(count, 0), None, "empty bucket {count}");
+        }
     }
 }
 
@@ -239,6 +341,8 @@ fn check<const L: usize, const I: usize>(
     for pair in whole.windows(2) {
         assert_eq!(pair[0].2.rank_cmp(pair[1].2), Ordering::Less, "page order");
     }
+
+    check_cluster_queries(index, &ranking);
 }
 
 /// Runs `ops` from an initial population, checking after every operation
@@ -366,9 +470,9 @@ fn payment_waves_match_the_model() {
     for wave in 0..6u32 {
         for c in 0..citizens {
             let citizen = (c * 13 + wave * 101) % citizens;
-            let last = if citizen % 11 == 0 { 0 } else { 4 };
+            let last = if citizen.is_multiple_of(11) { 0 } else { 4 };
             ops.push(Op::Pay { citizen, last });
-            if (c + wave) % 9 == 0 {
+            if (c + wave).is_multiple_of(9) {
                 ops.push(Op::Reverse {
                     citizen: (citizen * 7) % citizens,
                 });
@@ -381,5 +485,166 @@ fn payment_waves_match_the_model() {
         if matches!(op, Op::Check) {
             check(&index, &model, citizens);
         }
+    }
+}
+
+/// Where citizen `c` of the whole population lives in a cluster of `nodes`
+/// nodes: on node `c % nodes`, as its citizen `c / nodes` (each node numbers
+/// its own citizens, as separate engines would).
+fn place(citizen: u32, nodes: u32) -> (usize, u32) {
+    ((citizen % nodes) as usize, citizen / nodes)
+}
+
+/// `op` as the node of its citizen sees it; `None` for `Check`.
+fn localize(op: &Op, nodes: u32) -> Option<(usize, Op)> {
+    let mut local = op.clone();
+    let citizen = match &mut local {
+        Op::Set { citizen, .. }
+        | Op::Pay { citizen, .. }
+        | Op::Reverse { citizen }
+        | Op::Withdraw { citizen } => citizen,
+        Op::Check => return None,
+    };
+    let (node, at) = place(*citizen, nodes);
+    *citizen = at;
+    Some((node, local))
+}
+
+/// What a cluster merges from its nodes' answers, as the `cluster` module of
+/// the index describes it, against the model's ranking of everyone.
+fn check_merged<const L: usize, const I: usize>(nodes: &[RankIndexWith<L, I>], models: &[Model]) {
+    let n = nodes.len() as u32;
+    let global = |node: usize, citizen: u32| citizen * n + node as u32;
+    let everyone = Model {
+        keys: models
+            .iter()
+            .enumerate()
+            .flat_map(|(node, m)| {
+                m.keys
+                    .iter()
+                    .map(move |(c, k)| (global(node, *c), k.clone()))
+            })
+            .collect(),
+    };
+    let ranking = everyone.ranking();
+    for index in nodes {
+        index.check_invariants();
+    }
+
+    // A position: 1 + the entries before the key on every node.
+    for (i, (citizen, key)) in ranking.iter().enumerate() {
+        let before: u64 = nodes.iter().map(|index| index.count_before(key)).sum();
+        assert_eq!(
+            before, i as u64,
+            "entries before citizen {citizen} nationally"
+        );
+    }
+
+    // The histograms, summed.
+    let mut summed: BTreeMap<u32, u64> = BTreeMap::new();
+    for index in nodes {
+        for (count, citizens) in index.count_histogram() {
+            *summed.entry(count).or_default() += citizens;
+        }
+    }
+    let summed: Vec<(u32, u64)> = summed.into_iter().rev().collect();
+    assert_eq!(summed, histogram(&ranking), "summed histograms");
+
+    // A page: the nodes' runs from the same key, merged.
+    for start in probe_keys(&ranking) {
+        const LIMIT: usize = 6;
+        let mut merged: Vec<(u32, &RankKey)> = nodes
+            .iter()
+            .enumerate()
+            .flat_map(|(node, index)| {
+                let run = index.page_from(&start, LIMIT);
+                run.into_iter().map(move |(c, k)| (global(node, c), k))
+            })
+            .collect();
+        merged.sort_by(|a, b| a.1.rank_cmp(b.1));
+        merged.truncate(LIMIT);
+        let expected: Vec<(u32, &RankKey)> = ranking[before(&ranking, &start)..]
+            .iter()
+            .take(LIMIT)
+            .map(|(c, k)| (*c, k))
+            .collect();
+        assert_eq!(merged, expected, "merged page from {start:?}");
+    }
+
+    // The entries of one count nationally: every node's, each placed by
+    // `count_before` on all nodes minus the entries of higher counts.
+    let mut above = 0;
+    for &(count, citizens) in &summed {
+        let mut placed: Vec<(u64, u32, &RankKey)> = Vec::new();
+        for (node, index) in nodes.iter().enumerate() {
+            for r in 0..index.bucket_len(count) {
+                let (citizen, key) = index.at_in_bucket(count, r).expect("below bucket_len");
+                let national: u64 = nodes.iter().map(|other| other.count_before(key)).sum();
+                placed.push((national - above, global(node, citizen), key));
+            }
+        }
+        placed.sort_by_key(|&(j, _, _)| j);
+        let expected: Vec<(u64, u32, &RankKey)> = ranking
+            [above as usize..(above + citizens) as usize]
+            .iter()
+            .enumerate()
+            .map(|(j, (c, k))| (j as u64, *c, k))
+            .collect();
+        assert_eq!(placed, expected, "national bucket {count}");
+        above += citizens;
+    }
+}
+
+/// Runs `ops` on a cluster of `nodes` nodes sharing `SMALL` citizens,
+/// checking the merged answers at `Op::Check` checkpoints and at the end.
+fn run_cluster(nodes: u32, ids: &[Arc<str>], initial: &[(u32, u8, u8)], ops: &[Op]) {
+    let mut indexes: Vec<RankIndexWith<4, 4>> = (0..nodes).map(|_| RankIndexWith::new()).collect();
+    let mut models: Vec<Model> = (0..nodes)
+        .map(|_| Model {
+            keys: HashMap::new(),
+        })
+        .collect();
+    let mut node_ids: Vec<Vec<Arc<str>>> = vec![Vec::new(); nodes as usize];
+    for (citizen, id) in ids.iter().enumerate() {
+        let (node, local) = place(citizen as u32, nodes);
+        assert_eq!(node_ids[node].len(), local as usize);
+        node_ids[node].push(id.clone());
+    }
+    let initial = initial
+        .iter()
+        .enumerate()
+        .map(|(citizen, &(count, last, tc))| Op::Set {
+            citizen: citizen as u32,
+            count,
+            last,
+            tc,
+        });
+    for op in initial.chain(ops.iter().cloned()) {
+        match localize(&op, nodes) {
+            Some((node, local)) => apply(
+                &mut indexes[node],
+                &mut models[node],
+                &node_ids[node],
+                &local,
+            ),
+            None => check_merged(&indexes, &models),
+        }
+    }
+    check_merged(&indexes, &models);
+}
+
+proptest! {
+    #![proptest_config(config(64))]
+
+    /// One to four nodes share the population (tiny nodes, deep trees): the
+    /// merged answers are those of one ranking of everyone.
+    #[test]
+    fn nodes_merged_match_one_ranking(
+        nodes in 1u32..=4,
+        ids in ids(SMALL),
+        initial in prop::collection::vec((0u32..3, time_code(), 0u8..3), 0..SMALL as usize),
+        ops in prop::collection::vec(op(SMALL), 0..400),
+    ) {
+        run_cluster(nodes, &ids, &initial, &ops);
     }
 }
