@@ -8,8 +8,11 @@ CARGO ?= cargo
 run: install-nats
 	$(CARGO) run --release --bin cashback -- serve --status --demo
 
-# Every test: unit, rules, actors and end-to-end against real nats-servers.
+# Every test: unit, rules, actors and end-to-end against real nats-servers,
+# after the formatting and lint checks (a warning is an error).
 test: install-nats
+	$(CARGO) fmt --all -- --check
+	$(CARGO) clippy --workspace --all-targets -- -D warnings
 	$(CARGO) test --workspace --all-targets
 
 install-nats:

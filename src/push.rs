@@ -63,11 +63,10 @@ pub async fn run(
     mut changes: mpsc::Receiver<Vec<StandingChange>>,
     interval: Duration,
     leaderboard_interval: Duration,
-    progress: Arc<Progress>,
     mut shutdown: watch::Receiver<bool>,
 ) {
     let mut p = Pusher {
-        progress,
+        progress: ctx.progress.clone(),
         client,
         subjects,
         ctx,

@@ -146,14 +146,16 @@ pub async fn start(
 }
 
 fn entry(msg: jetstream::Message, decoder: &Decoder, subjects: &Subjects) -> Result<Entry> {
-    let info = msg
-        .info()
-        .map_err(|e| anyhow::anyhow!("bad JetStream metadata: {e}"))?;
-    let at = Position {
-        seq: info.stream_sequence,
-        broker_time: Timestamp::from_unix_nanos(info.published.unix_timestamp_nanos()),
+    // The metadata borrows the message: read it before taking it apart.
+    let at = {
+        let info = msg
+            .info()
+            .map_err(|e| anyhow::anyhow!("bad JetStream metadata: {e}"))?;
+        Position {
+            seq: info.stream_sequence,
+            broker_time: Timestamp::from_unix_nanos(info.published.unix_timestamp_nanos()),
+        }
     };
-    drop(info);
     let msg = msg.split().0;
     let header = |name: &str| {
         msg.headers

@@ -239,7 +239,6 @@ async fn serve(config: Config, options: ServeOptions) -> Result<()> {
         push_rx,
         Duration::from_millis(config.push_interval_ms),
         Duration::from_millis(config.leaderboard_interval_ms),
-        progress.clone(),
         stop_rx.clone(),
     ));
     tokio::spawn(watch_lag(stream.clone(), progress.clone(), stop_rx.clone()));

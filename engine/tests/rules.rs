@@ -1665,8 +1665,9 @@ fn parked_reversal_released_by_the_next_owners_payment_credits_that_owner() {
     s.ok(remove_card("alice", &a, "2021-03-01T00:00:00Z"));
     s.ok(enroll_card(&bob, &a, "2021-03-01T00:00:00Z"));
     s.at(LATE);
-    let rows: Vec<(Value, &str, (u32, &str), (u32, &str))> = vec![
-        // (message, verdict, alice (count, cashback), bob (count, cashback))
+    // (message, verdict, alice (count, cashback), bob (count, cashback))
+    type Row<'a> = (Value, &'a str, (u32, &'a str), (u32, &'a str));
+    let rows: Vec<Row> = vec![
         (
             pay(&a, "p1", "2021-02-01T10:00:00Z", 4000).corr("C1"),
             "ok",

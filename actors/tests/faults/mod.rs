@@ -177,13 +177,16 @@ fn at(seq: u64) -> Position {
     }
 }
 
+/// A citizen's statement: (seq, balance, excluded) of each line.
+type Statement = (String, Vec<(u64, u64, bool)>);
+
 /// What both engines are compared on.
 #[derive(Debug, PartialEq)]
 struct Outcome {
     /// (citizen, count, cashback, last_trx) of every citizen.
     standings: Vec<(String, u32, String, Option<Timestamp>)>,
     /// (citizen, [(seq, balance, excluded)]) statements.
-    statements: Vec<(String, Vec<(u64, u64, bool)>)>,
+    statements: Vec<Statement>,
     /// (seq, reason), sorted.
     rejections: Vec<(u64, &'static str)>,
     /// Operators' answers, by journal sequence.
@@ -204,7 +207,8 @@ fn reference(log: &[Msg]) -> Outcome {
             Msg::Enroll(cmd) => e.enroll(at, cmd).map_or((), |_| ()),
             Msg::Auth(v) => e.authorization(at, "cashback.auth.32875", v.to_string().as_bytes()),
             Msg::Exclusion(op, cmd) => {
-                e.exclusion(at, *op, cmd);
+                // Its outcome is read back from `e.exclusions` below.
+                let _ = e.exclusion(at, *op, cmd);
             }
         }
     }

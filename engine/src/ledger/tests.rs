@@ -33,6 +33,12 @@ fn ledger() -> Ledger {
     l
 }
 
+/// The terminal key of the payment with sequence `seq`: payments three
+/// apart share a terminal.
+fn terminal(seq: u64) -> u64 {
+    0xdead_beef_0000_0000 | (seq % 3)
+}
+
 fn origin() -> Origin {
     Origin {
         subject: "s".into(),
@@ -58,10 +64,10 @@ fn payment(seq: u64, citizen: CitizenIdx, trx: &str, cents: u64, corr: Option<u6
         },
         trx_date,
         amount: cents,
-        acquirer: if seq % 2 == 0 { "32875" } else { "99" }.into(),
+        acquirer: if seq.is_multiple_of(2) { "32875" } else { "99" }.into(),
         circuit_type: 10,
         operation_type: 3,
-        terminal_key: 0xdead_beef_0000_0000 | seq % 3,
+        terminal_key: terminal(seq),
         correlation_key: corr,
         merchant_key: 1,
         withdrawn: Default::default(),
@@ -154,8 +160,7 @@ fn huge_amounts_spill_exactly_and_reverse_partially() {
         Reason::ReversalExceedsOriginal
     );
     // A total reversal without correlation id matches on the balance.
-    let terminal = 0xdead_beef_0000_0000 | 1 % 3;
-    let r = run(&mut l, reversal(5, 100, None, terminal));
+    let r = run(&mut l, reversal(5, 100, None, terminal(1)));
     assert_eq!(r.reversals_applied, 1);
     assert_eq!(lines(&l, 0, 0), vec![(1, big, 0), (2, 1_000, 1_000)]);
     assert_eq!(l.citizen(0, 0).unwrap().1.count, 1);
@@ -198,7 +203,7 @@ fn a_card_that_changes_hands_keeps_each_payment_with_its_citizen() {
 #[test]
 fn values_that_do_not_pack_spill_and_still_decide_the_same() {
     let mut l = ledger();
-    let terminal = 0xdead_beef_0000_0000 | 9 % 3;
+    let terminal = terminal(9);
     let mut odd = payment(9, 0, "2021-03-01T10:00:00Z", 300, None);
     if let Item::Payment(p) = &mut odd {
         p.fate = Fate::Counts {
@@ -327,10 +332,7 @@ fn the_split_payment_limit_counts_slots_per_shop_and_day() {
     );
     assert_eq!(verdict(&mut l, pay(5, 1, "2021-03-01T23:00:00Z")), "ok");
     // A reversal gives no slot back.
-    let mut rev = reversal(6, 1000, None, 0xdead_beef_0000_0000 | 1 % 3);
-    if let Item::Reversal(r) = &mut rev {
-        r.reversal.terminal_key = 0xdead_beef_0000_0000 | 1 % 3;
-    }
+    let rev = reversal(6, 1000, None, terminal(1));
     assert_eq!(run(&mut l, rev).reversals_applied, 1);
     assert_eq!(
         verdict(&mut l, pay(7, 1, "2021-03-01T10:00:00+01:00")),
