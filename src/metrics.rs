@@ -238,6 +238,35 @@ fn describe() {
         "cashback_build_info",
         "Always 1; the version label is the engine's version"
     );
+    describe_counter!(
+        "cashback_invariant_violations_total",
+        "Broken invariants the engine met and survived (a count below zero, a stray credit); never expected: each is logged as an error"
+    );
+    describe_counter!(
+        "cashback_credits_sent_total",
+        "Credits this cluster node decided for citizens of other nodes' partitions, journaled in the log"
+    );
+    describe_counter!(
+        "cashback_credits_repeated_total",
+        "Credits received again (a re-send after a crash, a replica's copy) and ignored: each is taken once"
+    );
+    describe_counter!(
+        "cashback_pushes_owed_paid_total",
+        "Position pushes owed after a replay (citizens whose state the replay changed), sent once it was done"
+    );
+    describe_histogram!(
+        "cashback_admin_latency_seconds",
+        Unit::Seconds,
+        "Time to answer an operator's exclusion or reinstatement, journal and decision included"
+    );
+    for name in [
+        "cashback_invariant_violations_total",
+        "cashback_credits_sent_total",
+        "cashback_credits_repeated_total",
+        "cashback_pushes_owed_paid_total",
+    ] {
+        metrics::counter!(name).absolute(0);
+    }
     for r in Reason::ALL {
         metrics::counter!("cashback_rejections_total", "reason" => r.as_str()).absolute(0);
     }

@@ -22,6 +22,7 @@
 use crate::credits::Outbox;
 use crate::nats::subjects::Subjects;
 use crate::progress::Progress;
+use crate::push::PushCmd;
 use crate::reader::Entry;
 use crate::rejections::RejectionPublisher;
 use crate::waiters::{EnrollOutcome, Waiters};
@@ -36,7 +37,7 @@ use cashback_engine::admin::JournalEntry;
 use cashback_engine::authorization::{Authorization, Decoder};
 use cashback_engine::enrollment::{EnrollCommand, EnrollError};
 use cashback_engine::item::{
-    Credit, ExclusionOp, ExclusionOutcome, Item, LateRejection, Origin, Report, StandingChange,
+    Credit, ExclusionOp, ExclusionOutcome, Item, LateRejection, Origin, Report,
 };
 use cashback_engine::partition::{self, Ownership};
 use cashback_engine::reason::Rejection;
@@ -82,7 +83,7 @@ pub struct Pipeline {
     /// The exact ranking, fed with every changed standing.
     ranking: Addr<RankingAggregator>,
     /// Changed standings for the position pushes.
-    pushes: mpsc::Sender<Vec<StandingChange>>,
+    pushes: mpsc::Sender<PushCmd>,
     /// Largest batch per flush.
     batch_size: usize,
     /// Subject names.
@@ -141,7 +142,7 @@ pub struct Wiring {
     /// The ranking.
     pub ranking: Addr<RankingAggregator>,
     /// Changed standings for the pushes.
-    pub pushes: mpsc::Sender<Vec<StandingChange>>,
+    pub pushes: mpsc::Sender<PushCmd>,
     /// Subject names.
     pub subjects: Subjects,
     /// The NATS connection.
@@ -231,6 +232,12 @@ impl Pipeline {
         let paused = std::time::Instant::now();
         self.flush();
         self.settle_all().await?;
+        // Changes before the snapshot's position are never replayed: their
+        // pushes must be out before it is taken.
+        let (done, pushed) = tokio::sync::oneshot::channel();
+        if self.pushes.send(PushCmd::Flush(done)).await.is_ok() {
+            let _ = pushed.await;
+        }
         if let Some(outbox) = &self.outbox {
             if !outbox.flush(CREDITS_FLUSH_TIMEOUT).await {
                 tracing::warn!(
@@ -701,7 +708,7 @@ impl Pipeline {
                 .map_err(mailbox_failure)?;
             // The pusher coalesces, so it keeps up; if it ever lags, waiting
             // here is the backpressure.
-            let _ = self.pushes.send(standings).await;
+            let _ = self.pushes.send(PushCmd::Changes(standings)).await;
         }
         crate::metrics::batches_applied(&flight.batches);
         for (token, outcome) in flight.enrollments {

@@ -7,9 +7,20 @@
 //! - `cashback.leaderboard.<award_period>`: the first leaderboard page
 //!   (offset 0, limit 100), every leaderboard interval while it changes.
 //!
-//! Changes replayed after a restart (before the log found at start is
-//! applied) are not pushed: they are history, and the app queries what it
-//! missed. A withdrawal drops the citizen's coalesced, unpushed state.
+//! The latest state of every citizen is pushed, crash or not (at least
+//! once, never stale):
+//! - Changes replayed after a restart are not pushed as they are replayed
+//!   (a burst of history); the latest state of each citizen they changed is
+//!   kept as *owed* and pushed once the replay is done, paced
+//!   (`OWED_PER_SECOND`) and coalesced with live changes. Why owed at all:
+//!   a change applied but not yet pushed when the engine died is replayed
+//!   after the restart, and without this its citizen's last push would stay
+//!   stale until their next payment.
+//! - Before a snapshot the pipeline has the pusher publish everything it
+//!   holds back ([`PushCmd::Flush`]): changes before a snapshot's position
+//!   are never replayed, so none may be waiting then.
+//!
+//! A withdrawal drops the citizen's coalesced, unpushed and owed state.
 
 use crate::nats::subjects::Subjects;
 use crate::progress::Progress;
@@ -28,6 +39,21 @@ use tokio::sync::{mpsc, watch};
 /// A citizen in a period: what a position push is about.
 type Key = (CitizenIdx, PeriodIdx);
 
+/// Owed pushes sent per second after a replay: fast enough to settle a
+/// replay of minutes within seconds, slow enough not to be the burst that
+/// broke the real app on launch day.
+const OWED_PER_SECOND: usize = 5_000;
+
+/// What the pipeline tells the pusher, in log order.
+#[derive(Debug)]
+pub enum PushCmd {
+    /// Standings changed by a batch.
+    Changes(Vec<StandingChange>),
+    /// Publish everything held back now (owed and coalesced), flush the
+    /// connection, then answer: a snapshot follows.
+    Flush(tokio::sync::oneshot::Sender<()>),
+}
+
 /// The pusher's state.
 struct Pusher {
     /// Where to publish.
@@ -44,6 +70,9 @@ struct Pusher {
     last_sent: FastMap<Key, Instant>,
     /// The latest unpushed state of citizens pushed less than an interval ago.
     pending: FastMap<Key, StandingChange>,
+    /// The latest state of citizens changed by a replay, to push once the
+    /// replay is done.
+    owed: FastMap<Key, StandingChange>,
     /// Periods whose ranking changed since the last leaderboard push.
     dirty: FastSet<PeriodIdx>,
     /// The last leaderboard published per period, to publish only changes.
@@ -60,7 +89,7 @@ pub async fn run(
     client: async_nats::Client,
     subjects: Subjects,
     ctx: QueryContext,
-    mut changes: mpsc::Receiver<Vec<StandingChange>>,
+    mut commands: mpsc::Receiver<PushCmd>,
     interval: Duration,
     leaderboard_interval: Duration,
     mut shutdown: watch::Receiver<bool>,
@@ -73,20 +102,30 @@ pub async fn run(
         interval,
         last_sent: FastMap::default(),
         pending: FastMap::default(),
+        owed: FastMap::default(),
         dirty: FastSet::default(),
         last_board: FastMap::default(),
     };
     // Coalesced pushes go out within a tenth of the interval of their due time.
-    let mut tick = tokio::time::interval((interval / 10).max(Duration::from_millis(10)));
+    let period = (interval / 10).max(Duration::from_millis(10));
+    let owed_per_tick = (OWED_PER_SECOND as f64 * period.as_secs_f64()).ceil() as usize;
+    let mut tick = tokio::time::interval(period);
     let mut board_tick = tokio::time::interval(leaderboard_interval);
     loop {
         tokio::select! {
             _ = shutdown.changed() => return,
-            batch = changes.recv() => match batch {
-                Some(batch) => p.on_changes(batch).await,
+            cmd = commands.recv() => match cmd {
+                Some(PushCmd::Changes(batch)) => p.on_changes(batch).await,
+                Some(PushCmd::Flush(done)) => {
+                    p.flush_all().await;
+                    let _ = done.send(());
+                }
                 None => return,
             },
-            _ = tick.tick() => p.flush_due().await,
+            _ = tick.tick() => {
+                p.pay_owed(owed_per_tick).await;
+                p.flush_due().await;
+            }
             _ = board_tick.tick() => p.push_boards().await,
         }
     }
@@ -104,11 +143,15 @@ impl Pusher {
                 // A withdrawn citizen is no longer ranked: a coalesced state
                 // from before the withdrawal must not go out after it.
                 self.pending.remove(&key);
+                self.owed.remove(&key);
                 continue;
             }
             if !live {
+                self.owed.insert(key, change);
                 continue;
             }
+            // A live change supersedes what a replay left owed.
+            self.owed.remove(&key);
             if let Some(slot) = self.pending.get_mut(&key) {
                 *slot = change;
             } else if self
@@ -123,6 +166,37 @@ impl Pusher {
             }
         }
         self.publish(send_now).await;
+    }
+
+    /// Once the replay is done, moves up to `n` owed states into the
+    /// ordinary path: pushed now, or coalesced if pushed within the
+    /// interval.
+    async fn pay_owed(&mut self, n: usize) {
+        if self.owed.is_empty() || !self.progress.replayed.load(Relaxed) {
+            return;
+        }
+        let keys: Vec<Key> = self.owed.keys().take(n).copied().collect();
+        let batch = keys
+            .iter()
+            .filter_map(|k| self.owed.remove(k))
+            .collect::<Vec<_>>();
+        metrics::counter!("cashback_pushes_owed_paid_total").increment(batch.len() as u64);
+        self.on_changes(batch).await;
+    }
+
+    /// Publishes every state held back, owed or coalesced, whatever its
+    /// interval, and makes sure the connection sent them.
+    async fn flush_all(&mut self) {
+        let mut batch: Vec<StandingChange> = self.owed.drain().map(|(_, c)| c).collect();
+        batch.extend(self.pending.drain().map(|(_, c)| c));
+        let now = Instant::now();
+        for c in &batch {
+            self.last_sent.insert((c.citizen, c.period), now);
+        }
+        self.publish(batch).await;
+        if let Err(e) = self.client.flush().await {
+            tracing::warn!(error = %e, "cannot flush position pushes before a snapshot");
+        }
     }
 
     /// Publishes the coalesced states whose interval has ended.

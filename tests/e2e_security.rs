@@ -226,7 +226,7 @@ async fn each_role_gets_its_own_subjects_and_nothing_else() {
         .await
         .unwrap();
     let mut services = std::collections::BTreeSet::new();
-    while services.len() < 2 {
+    while services.len() < 3 {
         let pong = tokio::time::timeout(Duration::from_secs(20), pongs.next())
             .await
             .unwrap_or_else(|_| {
@@ -241,7 +241,11 @@ async fn each_role_gets_its_own_subjects_and_nothing_else() {
     }
     assert_eq!(
         services,
-        std::collections::BTreeSet::from(["cashback-enrollment".into(), "cashback-query".into()])
+        std::collections::BTreeSet::from([
+            "cashback-admin".into(),
+            "cashback-enrollment".into(),
+            "cashback-query".into()
+        ])
     );
     let stats = request(&operator, "$SRV.STATS.cashback-query", json!({})).await;
     assert_eq!(stats["name"], json!("cashback-query"), "{stats}");
@@ -599,15 +603,23 @@ async fn the_engine_serves_over_tls_and_plain_connections_are_refused() {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_flood_of_unmatched_reversals_stays_within_the_caps() {
+    // The engine-wide bound is enforced as an equal share per partition
+    // (30 each of 256 here), so both citizens live in one partition.
     let config = format!(
-        "max_parked_per_card = 20\nmax_parked_total = 30\n{}",
+        "max_parked_per_card = 20\nmax_parked_total = {}\n{}",
+        30 * 256,
         config_toml(30)
     );
+    let home = cashback_engine::partition::partition_of("c1", 256);
+    let c2 = (2..)
+        .map(|i| format!("c{i}"))
+        .find(|id| cashback_engine::partition::partition_of(id, 256) == home)
+        .unwrap();
     let h = Harness::start(&config).await;
     h.citizen("c1", &at(-2, 0)).await;
-    h.citizen("c2", &at(-2, 0)).await;
+    h.citizen(&c2, &at(-2, 0)).await;
     h.card("c1", &hpan(1), &at(-1, 0)).await;
-    h.card("c2", &hpan(2), &at(-1, 0)).await;
+    h.card(&c2, &hpan(2), &at(-1, 0)).await;
     let mut refused = h
         .client
         .subscribe("cashback.rejected.unmatched_reversal")
@@ -615,8 +627,8 @@ async fn a_flood_of_unmatched_reversals_stays_within_the_caps() {
         .unwrap();
     h.client.flush().await.unwrap();
     // 200 reversals that match nothing on c1's card, then 200 on c2's: 20
-    // wait on the first card (its cap), 10 on the second (the engine's),
-    // and every other one is refused at once.
+    // wait on the first card (its cap), 10 on the second (the partition's
+    // share of the engine's), and every other one is refused at once.
     for card in [1, 2] {
         for i in 0..200u64 {
             let r = reversal(

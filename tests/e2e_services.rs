@@ -182,7 +182,7 @@ async fn nats_tooling_discovers_and_measures_both_services() {
         .unwrap();
     let mut names = BTreeSet::new();
     let deadline = Instant::now() + Duration::from_secs(20);
-    while names.len() < 2 {
+    while names.len() < 3 {
         let left = deadline.saturating_duration_since(Instant::now());
         let Ok(Some(pong)) = tokio::time::timeout(left, pongs.next()).await else {
             panic!("only {names:?} answered $SRV.PING");
@@ -194,7 +194,11 @@ async fn nats_tooling_discovers_and_measures_both_services() {
     }
     assert_eq!(
         names,
-        BTreeSet::from(["cashback-enrollment".into(), "cashback-query".into()])
+        BTreeSet::from([
+            "cashback-admin".into(),
+            "cashback-enrollment".into(),
+            "cashback-query".into()
+        ])
     );
 
     // INFO: every request-reply subject, in the engine's queue group.
@@ -283,10 +287,10 @@ async fn nats_tooling_discovers_and_measures_both_services() {
     assert_eq!((r["ok"].clone(), err), (json!(true), None));
     let (r, _) = call(&h, "cashback.query.leaderboard", json!({"limit": 1001})).await;
     assert_eq!(r["error"]["code"], json!("bad_request"));
-    // Not built yet: refused as unavailable, and counted so.
-    let (r, err) = call(&h, "cashback.query.wallet", json!({"citizen_id": "ann"})).await;
-    assert_eq!(r["error"]["code"], json!("unavailable"), "{r}");
-    assert_eq!(err.as_deref(), Some("unavailable"));
+    // A wallet refused (nobody called zed), and counted as the endpoint's error.
+    let (r, err) = call(&h, "cashback.query.wallet", json!({"citizen_id": "zed"})).await;
+    assert_eq!(r["error"]["code"], json!("unknown_citizen"), "{r}");
+    assert_eq!(err.as_deref(), Some("unknown_citizen"));
 
     // STATS: the counts of what was sent above. A reply may reach the
     // requester just before its request is counted, so wait for them.
