@@ -7,6 +7,7 @@
 //! [`cashback_actors::CitizenShard`] applies it ([`cashback_engine::ledger`]),
 //! and [`services`] answer the app from the shard's state.
 
+pub mod cluster;
 pub mod commands;
 pub mod config;
 pub mod credits;

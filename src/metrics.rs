@@ -53,10 +53,6 @@ const SNAPSHOT_BUCKETS: &[f64] = &[
     0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0, 2.5, 5.0, 10.0, 30.0, 60.0, 120.0, 300.0, 600.0,
 ];
 
-/// The `query` label values of `cashback_query_latency_seconds`: the last
-/// token of each query subject `services::query` answers.
-const QUERIES: [&str; 4] = ["citizen", "leaderboard", "awards", "transactions"];
-
 /// How often [`start_collecting`] polls the actors.
 const COLLECT_EVERY: Duration = Duration::from_secs(1);
 
@@ -66,12 +62,18 @@ const ASK_TIMEOUT: Duration = Duration::from_secs(2);
 /// The process-wide recorder handle (a process has one global recorder).
 static HANDLE: OnceLock<PrometheusHandle> = OnceLock::new();
 
-/// Installs the recorder once and returns its handle.
-pub fn install() -> Result<PrometheusHandle> {
+/// Installs the recorder once and returns its handle. In a cluster every
+/// series carries the node's index (`node`), so that dashboards and alerts
+/// tell nodes apart whatever the scrape labels; a single process has none.
+pub fn install(ownership: cashback_engine::partition::Ownership) -> Result<PrometheusHandle> {
     if let Some(h) = HANDLE.get() {
         return Ok(h.clone());
     }
-    let recorder = PrometheusBuilder::new()
+    let mut builder = PrometheusBuilder::new();
+    if ownership.nodes > 1 {
+        builder = builder.add_global_label("node", ownership.node.to_string());
+    }
+    let recorder = builder
         .set_buckets_for_metric(Matcher::Suffix("_seconds".into()), LATENCY_BUCKETS)
         .context("histogram buckets")?
         .set_buckets_for_metric(
@@ -254,6 +256,11 @@ fn describe() {
         "cashback_pushes_owed_paid_total",
         "Position pushes owed after a replay (citizens whose state the replay changed), sent once it was done"
     );
+    describe_gauge!(
+        "cashback_resident_memory_bytes",
+        Unit::Bytes,
+        "Resident memory of the engine process (per node in a cluster)"
+    );
     describe_histogram!(
         "cashback_admin_latency_seconds",
         Unit::Seconds,
@@ -288,8 +295,8 @@ fn describe() {
         .absolute(0);
         let _ = metrics::histogram!("cashback_enrollment_latency_seconds", "subject" => subject);
     }
-    for query in QUERIES {
-        let _ = metrics::histogram!("cashback_query_latency_seconds", "query" => query);
+    for query in crate::services::endpoints::QUERY.endpoints {
+        let _ = metrics::histogram!("cashback_query_latency_seconds", "query" => query.token());
     }
     let _ = metrics::histogram!("cashback_snapshot_duration_seconds");
     let _ = metrics::histogram!("cashback_snapshot_pause_seconds");
@@ -379,6 +386,16 @@ fn refresh(progress: &Progress, max_lag: u64) {
     // per message on the hot path.
     metrics::counter!("cashback_authorizations_read_total")
         .absolute(progress.authorizations.load(Relaxed));
+    metrics::gauge!("cashback_resident_memory_bytes").set(resident_bytes() as f64);
+}
+
+/// The process's resident memory, from /proc (0 where there is none): what
+/// sizes a node (README, "Running a cluster").
+pub fn resident_bytes() -> u64 {
+    std::fs::read_to_string("/proc/self/statm")
+        .ok()
+        .and_then(|s| s.split_whitespace().nth(1)?.parse::<u64>().ok())
+        .map_or(0, |pages| pages * 4096)
 }
 
 /// Polls the actors for the series only they know (the ranking per period,

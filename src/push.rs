@@ -26,11 +26,11 @@ use crate::nats::subjects::Subjects;
 use crate::progress::Progress;
 use crate::services::protocol::{CitizenReply, LeaderboardReply};
 use crate::services::QueryContext;
-use cashback_actors::ranking::{PageOf, RanksOf};
 use cashback_engine::directory::CitizenIdx;
 use cashback_engine::fasthash::{FastMap, FastSet};
 use cashback_engine::item::StandingChange;
 use cashback_engine::period::PeriodIdx;
+use cashback_engine::rank::RankKey;
 use std::sync::atomic::Ordering::Relaxed;
 use std::sync::Arc;
 use std::time::{Duration, Instant};
@@ -226,43 +226,74 @@ impl Pusher {
             .retain(|k, t| pending.contains_key(k) || now.duration_since(*t) < interval);
     }
 
+    /// Publishes the states of `batch` with their positions: one question
+    /// per period for the whole batch (in a cluster, one per node and
+    /// period: the cross-node work of a push round is batched).
     async fn publish(&mut self, batch: Vec<StandingChange>) {
         if batch.is_empty() {
             return;
         }
-        let keys = batch.iter().map(|c| (c.period, c.citizen)).collect();
-        let Ok(ranks) = self.ctx.ranking.send(RanksOf(keys)).await else {
-            return;
-        };
-        for (change, rank) in batch.iter().zip(ranks) {
-            let period = self.ctx.periods.get(change.period);
-            let reply = CitizenReply::new(&change.id, period, &change.standing, Some(&rank));
-            let body = serde_json::to_vec(&reply).expect("reply serializes");
-            if self
-                .client
-                .publish(self.subjects.position(&change.id), body.into())
-                .await
-                .is_ok()
-            {
-                metrics::counter!("cashback_pushes_total", "kind" => "position").increment(1);
+        let mut by_period: std::collections::BTreeMap<PeriodIdx, Vec<&StandingChange>> =
+            Default::default();
+        for change in &batch {
+            by_period.entry(change.period).or_default().push(change);
+        }
+        for (period, changes) in by_period {
+            let keys: Vec<_> = changes
+                .iter()
+                .map(|c| {
+                    let key = RankKey {
+                        count: c.standing.count,
+                        last_trx: c.standing.last_trx.unwrap_or_default(),
+                        tc_accepted_at: c.tc_accepted_at,
+                        citizen_id: c.id.clone(),
+                    };
+                    (c.citizen, key)
+                })
+                .collect();
+            let ranks = match self.ctx.rank_fields(period, &keys).await {
+                Ok(r) => r,
+                Err(e) => {
+                    tracing::warn!(error = %e.message, "positions not pushed: no ranking");
+                    continue;
+                }
+            };
+            let rules = self.ctx.periods.get(period);
+            for (change, rank) in changes.into_iter().zip(ranks) {
+                let reply = CitizenReply::new(&change.id, rules, &change.standing, Some(&rank));
+                let body = serde_json::to_vec(&reply).expect("reply serializes");
+                if self
+                    .client
+                    .publish(self.subjects.position(&change.id), body.into())
+                    .await
+                    .is_ok()
+                {
+                    metrics::counter!("cashback_pushes_total", "kind" => "position").increment(1);
+                }
             }
         }
     }
 
+    /// Publishes each changed period's top page. In a cluster every node
+    /// sees only its own citizens change, so node 0 alone publishes, every
+    /// period each interval, when the page differs from the last one sent.
     async fn push_boards(&mut self) {
-        for period in std::mem::take(&mut self.dirty) {
-            let Ok(page) = self
-                .ctx
-                .ranking
-                .send(PageOf {
-                    period,
-                    offset: 0,
-                    limit: 100,
-                })
-                .await
-            else {
+        let periods: Vec<PeriodIdx> = if self.ctx.peers.clustered() {
+            if self.ctx.ownership.node != 0 {
+                self.dirty.clear();
+                return;
+            }
+            (0..self.ctx.periods.all().len() as PeriodIdx).collect()
+        } else {
+            std::mem::take(&mut self.dirty).into_iter().collect()
+        };
+        for period in periods {
+            let Ok(page) = self.ctx.page(period, 0, 100).await else {
                 return;
             };
+            if page.total_participants == 0 && !self.last_board.contains_key(&period) {
+                continue;
+            }
             let id = &self.ctx.periods.get(period).id;
             let reply = LeaderboardReply::from_page(id, page);
             if self.last_board.get(&period) == Some(&reply) {

@@ -56,7 +56,10 @@ pub fn run(config: Config, options: ServeOptions) -> Result<()> {
 async fn serve(config: Config, options: ServeOptions) -> Result<()> {
     let periods = Arc::new(config.periods()?);
     let progress = Arc::new(Progress::default());
-    let handle = crate::metrics::install()?;
+    let handle = crate::metrics::install(cashback_engine::partition::Ownership {
+        node: config.node,
+        nodes: config.nodes,
+    })?;
     let metrics_addr = crate::metrics::serve(
         &config.metrics_listen,
         handle,
@@ -208,6 +211,14 @@ async fn serve(config: Config, options: ServeOptions) -> Result<()> {
         ownership,
         periods: periods.clone(),
         progress: progress.clone(),
+        peers: crate::cluster::Peers::new(
+            client.clone(),
+            subjects.clone(),
+            ownership,
+            ranking.clone(),
+            shards.clone(),
+            progress.clone(),
+        ),
     };
     let services_ctx = ServiceContext {
         query: query_ctx.clone(),
@@ -223,6 +234,13 @@ async fn serve(config: Config, options: ServeOptions) -> Result<()> {
         },
     };
     let mut services = tokio::task::JoinSet::new();
+    if ownership.nodes > 1 {
+        services.spawn(crate::cluster::node::serve(
+            services_ctx.clone(),
+            client.clone(),
+            stop_rx.clone(),
+        ));
+    }
     for spec in crate::services::SERVICES {
         services.spawn(crate::services::serve(
             client.clone(),

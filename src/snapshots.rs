@@ -3,8 +3,11 @@
 //! Why there and not on local disk: the snapshot then has the same
 //! durability and replication as the log it summarizes (a JetStream cluster
 //! replicates both), and a replacement engine on another node finds it
-//! without copying files. Objects are named `snapshot-<seq>`; the newest
-//! `KEEP` are kept.
+//! without copying files. Objects are named
+//! `snapshot-<node>of<nodes>-<seq>`: each node of a cluster keeps its own
+//! (replicas of a node may share them: they hold the same state), the
+//! newest `KEEP` each. The stream is purged only up to what every node's
+//! oldest kept snapshot holds, so that no node is left unable to replay.
 
 use crate::config::Config;
 use crate::nats::retry::retry;
@@ -13,6 +16,7 @@ use anyhow::{Context, Result};
 use async_nats::jetstream::context::GetStreamErrorKind;
 use async_nats::jetstream::{self, object_store, ErrorCode};
 use bytes::Bytes;
+use cashback_engine::partition::Ownership;
 use cashback_engine::snapshot::Snapshot;
 use futures::StreamExt;
 
@@ -20,19 +24,31 @@ use futures::StreamExt;
 /// unreadable.
 pub const KEEP: usize = 2;
 
-/// The snapshot bucket.
+/// The snapshot bucket, as one node sees it.
 #[derive(Clone)]
 pub struct SnapshotStore {
     /// The object store.
     store: object_store::ObjectStore,
+    /// Whose snapshots this node reads and writes.
+    ownership: Ownership,
 }
 
-fn name(seq: u64) -> String {
-    format!("snapshot-{seq:020}")
+fn name(ownership: Ownership, seq: u64) -> String {
+    format!("snapshot-{}of{}-{seq:020}", ownership.node, ownership.nodes)
 }
 
-fn seq_of(name: &str) -> Option<u64> {
-    name.strip_prefix("snapshot-")?.parse().ok()
+/// The node and sequence of a snapshot's name.
+fn parse_name(name: &str) -> Option<(Ownership, u64)> {
+    let rest = name.strip_prefix("snapshot-")?;
+    let (who, seq) = rest.split_once('-')?;
+    let (node, nodes) = who.split_once("of")?;
+    Some((
+        Ownership {
+            node: node.parse().ok()?,
+            nodes: nodes.parse().ok()?,
+        },
+        seq.parse().ok()?,
+    ))
 }
 
 impl SnapshotStore {
@@ -44,10 +60,15 @@ impl SnapshotStore {
     pub async fn open(js: &jetstream::Context, config: &Config) -> Result<SnapshotStore> {
         let bucket = format!("{}_SNAPSHOTS", config.stream_name);
         let step = format!("open the snapshot store {bucket}");
-        retry(&step, || {
+        let mut store = retry(&step, || {
             Self::open_once(js, &bucket, config.stream_replicas)
         })
-        .await
+        .await?;
+        store.ownership = Ownership {
+            node: config.node,
+            nodes: config.nodes,
+        };
+        Ok(store)
     }
 
     async fn open_once(
@@ -83,48 +104,88 @@ impl SnapshotStore {
             }
             Err(e) => return Err(e).with_context(|| format!("cannot open object store {bucket}")),
         };
-        Ok(SnapshotStore { store })
+        Ok(SnapshotStore {
+            store,
+            ownership: Ownership::ALONE,
+        })
     }
 
-    /// Sequences of the stored snapshots, newest first. An error while
-    /// listing fails the whole list: a partial one would make a start fall
-    /// back to an older snapshot, or a full replay, without a word.
+    /// Sequences of this node's stored snapshots, newest first. An error
+    /// while listing fails the whole list: a partial one would make a start
+    /// fall back to an older snapshot, or a full replay, without a word.
     pub async fn list(&self) -> Result<Vec<u64>> {
-        let mut seqs = Vec::new();
+        let mut seqs: Vec<u64> = self
+            .list_all()
+            .await?
+            .into_iter()
+            .filter(|(who, _)| *who == self.ownership)
+            .map(|(_, seq)| seq)
+            .collect();
+        seqs.sort_unstable_by(|a, b| b.cmp(a));
+        Ok(seqs)
+    }
+
+    /// Every node's snapshots in the bucket.
+    async fn list_all(&self) -> Result<Vec<(Ownership, u64)>> {
+        let mut all = Vec::new();
         let mut list = self.store.list().await.context("cannot list snapshots")?;
         while let Some(info) = list.next().await {
             let info = info.context("cannot list snapshots")?;
-            if let Some(seq) = seq_of(&info.name) {
-                seqs.push(seq);
+            if let Some(found) = parse_name(&info.name) {
+                all.push(found);
             }
         }
-        seqs.sort_unstable_by(|a, b| b.cmp(a));
-        Ok(seqs)
+        Ok(all)
+    }
+
+    /// The stream position every node of this cluster size can restart
+    /// from: the oldest kept snapshot of the node whose snapshots are the
+    /// oldest; 0 while some node has none (nothing may be purged then).
+    async fn held_by_all(&self) -> Result<u64> {
+        let all = self.list_all().await?;
+        let mut keep_from = u64::MAX;
+        for node in 0..self.ownership.nodes {
+            let mut seqs: Vec<u64> = all
+                .iter()
+                .filter(|(who, _)| who.node == node && who.nodes == self.ownership.nodes)
+                .map(|(_, seq)| *seq)
+                .collect();
+            seqs.sort_unstable_by(|a, b| b.cmp(a));
+            match seqs.iter().take(KEEP).min() {
+                Some(oldest) => keep_from = keep_from.min(*oldest),
+                None => return Ok(0),
+            }
+        }
+        Ok(keep_from)
     }
 
     /// The stored snapshot taken at `seq`, to be read as it arrives
     /// (`restore` decodes it part by part; see `snapshot::read_parts`).
     pub async fn get(&self, seq: u64) -> Result<object_store::Object> {
         self.store
-            .get(name(seq))
+            .get(name(self.ownership, seq))
             .await
             .with_context(|| format!("cannot open snapshot {seq}"))
     }
 
-    /// Stores a snapshot and deletes all but the newest `KEEP`. Returns the
-    /// sequence of the oldest snapshot kept (what the stream must retain).
+    /// Stores a snapshot and deletes all of this node's but the newest
+    /// `KEEP`. Returns the stream position up to which every node of the
+    /// cluster has a kept snapshot (what the stream must retain after it).
     pub async fn put(&self, seq: u64, segments: Vec<Bytes>) -> Result<u64> {
         self.store
-            .put(name(seq).as_str(), &mut Segments(segments.into()))
+            .put(
+                name(self.ownership, seq).as_str(),
+                &mut Segments(segments.into()),
+            )
             .await
             .context("cannot store the snapshot")?;
         let seqs = self.list().await?;
         for old in seqs.iter().skip(KEEP) {
-            if let Err(e) = self.store.delete(name(*old)).await {
+            if let Err(e) = self.store.delete(name(self.ownership, *old)).await {
                 tracing::warn!(seq = old, error = %e, "cannot delete an old snapshot");
             }
         }
-        Ok(seqs.iter().take(KEEP).copied().min().unwrap_or(seq))
+        self.held_by_all().await
     }
 }
 
@@ -203,8 +264,8 @@ impl Snapshotter {
             metrics::gauge!("cashback_snapshot_timestamp_seconds")
                 .set(taken_at.unix_nanos() as f64 / 1e9);
             if purge && keep_from > 1 {
-                // Messages up to the oldest kept snapshot are in every
-                // snapshot; replay never needs them again.
+                // Messages up to the oldest kept snapshot of every node are
+                // in every kept snapshot; no replay needs them again.
                 stream
                     .purge()
                     .sequence(keep_from + 1)
@@ -233,5 +294,18 @@ fn report(done: Result<Result<u64>, tokio::task::JoinError>) {
         Ok(Ok(_)) => {}
         Ok(Err(e)) => tracing::error!(error = %e, "snapshot failed"),
         Err(e) => tracing::error!(error = %e, "snapshot task failed"),
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn names_carry_the_node() {
+        let who = Ownership { node: 2, nodes: 3 };
+        assert_eq!(parse_name(&name(who, 42)), Some((who, 42)));
+        assert_eq!(parse_name("snapshot-00000000000000000042"), None);
+        assert_eq!(parse_name("other"), None);
     }
 }

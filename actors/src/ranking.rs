@@ -33,6 +33,62 @@ pub struct PageOf {
     pub limit: usize,
 }
 
+/// How many of this node's ranked citizens sort before each key (a
+/// cluster's national position is the sum over nodes; see
+/// `cashback_engine::rank` "cluster"), with the node's count of ranked
+/// citizens and its highest count.
+#[derive(Message)]
+#[rtype(result = "Before")]
+pub struct CountBefore {
+    /// Which period.
+    pub period: PeriodIdx,
+    /// The keys, in any order; answered in this order.
+    pub keys: Vec<RankKey>,
+}
+
+/// Answer to [`CountBefore`].
+#[derive(Clone, Debug, Default, PartialEq, Eq)]
+pub struct Before {
+    /// Per key, ranked citizens here that sort strictly before it.
+    pub before: Vec<u64>,
+    /// Ranked citizens here.
+    pub len: u64,
+    /// The highest count here (0: none ranked).
+    pub max: u32,
+}
+
+/// This node's distribution of counts in a period: `(count, citizens)`,
+/// highest count first.
+#[derive(Message)]
+#[rtype(result = "Vec<(u32, u64)>")]
+pub struct Histogram(pub PeriodIdx);
+
+/// Up to `limit` of this node's ranked citizens in ranking order, from the
+/// first that does not sort before `from` (from the top when `None`).
+#[derive(Message)]
+#[rtype(result = "Vec<(CitizenIdx, RankKey)>")]
+pub struct PageFrom {
+    /// Which period.
+    pub period: PeriodIdx,
+    /// Where to start.
+    pub from: Option<RankKey>,
+    /// How many at most.
+    pub limit: usize,
+}
+
+/// The `index`-th (0-based) of this node's ranked citizens with `count`
+/// payments, in ranking order.
+#[derive(Message)]
+#[rtype(result = "Option<RankKey>")]
+pub struct AtInBucket {
+    /// Which period.
+    pub period: PeriodIdx,
+    /// The count.
+    pub count: u32,
+    /// The place among this node's citizens with that count.
+    pub index: u64,
+}
+
 /// One ranked citizen on a page.
 #[derive(Clone, Debug, PartialEq, Eq)]
 pub struct PageEntry {
@@ -121,6 +177,69 @@ impl Handler<ApplyStandings> for RankingAggregator {
                 );
             }
         }
+    }
+}
+
+impl Handler<CountBefore> for RankingAggregator {
+    type Result = MessageResult<CountBefore>;
+
+    fn handle(&mut self, q: CountBefore, _: &mut Self::Context) -> Self::Result {
+        let Some(index) = self.indexes.get(q.period as usize) else {
+            return MessageResult(Before {
+                before: vec![0; q.keys.len()],
+                ..Before::default()
+            });
+        };
+        MessageResult(Before {
+            before: q.keys.iter().map(|k| index.count_before(k)).collect(),
+            len: index.len(),
+            max: index.max_transaction_number(),
+        })
+    }
+}
+
+impl Handler<Histogram> for RankingAggregator {
+    type Result = MessageResult<Histogram>;
+
+    fn handle(&mut self, q: Histogram, _: &mut Self::Context) -> Self::Result {
+        MessageResult(
+            self.indexes
+                .get(q.0 as usize)
+                .map(RankIndex::count_histogram)
+                .unwrap_or_default(),
+        )
+    }
+}
+
+impl Handler<PageFrom> for RankingAggregator {
+    type Result = MessageResult<PageFrom>;
+
+    fn handle(&mut self, q: PageFrom, _: &mut Self::Context) -> Self::Result {
+        let Some(index) = self.indexes.get(q.period as usize) else {
+            return MessageResult(Vec::new());
+        };
+        let page = match &q.from {
+            Some(from) => index.page_from(from, q.limit),
+            None => index
+                .page(0, q.limit)
+                .into_iter()
+                .map(|(_, c, k)| (c, k))
+                .collect(),
+        };
+        MessageResult(page.into_iter().map(|(c, k)| (c, k.clone())).collect())
+    }
+}
+
+impl Handler<AtInBucket> for RankingAggregator {
+    type Result = MessageResult<AtInBucket>;
+
+    fn handle(&mut self, q: AtInBucket, _: &mut Self::Context) -> Self::Result {
+        MessageResult(
+            self.indexes
+                .get(q.period as usize)
+                .and_then(|i| i.at_in_bucket(q.count, q.index))
+                .map(|(_, k)| k.clone()),
+        )
     }
 }
 

@@ -51,6 +51,16 @@ impl Subjects {
         format!("{}.journal.credit", self.prefix)
     }
 
+    /// `cashback.node.<node>.<op>`: what cluster nodes ask node `node`.
+    pub fn node(&self, node: u16, op: &str) -> String {
+        format!("{}.node.{node}.{op}", self.prefix)
+    }
+
+    /// `cashback.node.<node>.>`: everything node `node` answers.
+    pub fn node_filter(&self, node: u16) -> String {
+        format!("{}.node.{node}.>", self.prefix)
+    }
+
     /// `cashback.admin.<op>`: operators' requests.
     pub fn admin(&self, op: &str) -> String {
         format!("{}.admin.{op}", self.prefix)

@@ -1,9 +1,8 @@
 //! `cashback.query.citizen` (PROTOCOL.md section 3): a citizen's standing
 //! and rank in a period.
 
-use super::context::{restarting, unknown_period, QueryContext};
+use super::context::{rank_key, unknown_period, QueryContext};
 use super::protocol::{parse, CitizenQuery, CitizenReply};
-use cashback_actors::ranking::RanksOf;
 use cashback_engine::refusal::Refusal;
 
 /// Answers one citizen query; checks run in the order of PROTOCOL.md:
@@ -13,12 +12,11 @@ pub async fn citizen(ctx: &QueryContext, body: &[u8]) -> Result<CitizenReply, Re
     let period = ctx.period(q.award_period.as_deref());
     let (facts, standing) = ctx.citizen(&q.citizen_id, period).await?;
     let period = period.ok_or_else(|| unknown_period(q.award_period.as_deref()))?;
-    let mut ranks = ctx
-        .ranking
-        .send(RanksOf(vec![(period, facts.idx)]))
-        .await
-        .map_err(|_| restarting())?;
-    let rank = ranks.pop().unwrap_or_default();
+    let rank = ctx
+        .rank_fields(period, &[(facts.idx, rank_key(&facts, &standing))])
+        .await?
+        .pop()
+        .unwrap_or_default();
     Ok(CitizenReply::new(
         &q.citizen_id,
         ctx.periods.get(period),

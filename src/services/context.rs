@@ -8,11 +8,15 @@ use crate::waiters::Waiters;
 use actix::Addr;
 use async_nats::jetstream;
 use cashback_actors::ranking::RankingAggregator;
+use cashback_actors::ranking::{Page, PageOf, RanksOf};
 use cashback_actors::{CitizenShard, Lookup, LookupCitizen};
+use cashback_engine::directory::CitizenIdx;
 use cashback_engine::ledger::CitizenFacts;
 use cashback_engine::ledger::Standing;
 use cashback_engine::partition::{partition_of, Ownership};
 use cashback_engine::period::{PeriodIdx, Periods};
+use cashback_engine::query::RankFields;
+use cashback_engine::rank::RankKey;
 use cashback_engine::refusal::{ErrorCode, Refusal};
 use cashback_engine::time::Timestamp;
 use std::sync::Arc;
@@ -68,6 +72,9 @@ pub struct QueryContext {
     /// How far the engine has applied the log: a payout file is final only
     /// once everything the broker received before the close is applied.
     pub progress: Arc<Progress>,
+    /// Every node of the cluster (just this one for a single process): the
+    /// national ranking and the statement lines of cards anchored anywhere.
+    pub peers: crate::cluster::Peers,
 }
 
 impl QueryContext {
@@ -119,6 +126,60 @@ impl QueryContext {
             )),
             Ok(Lookup::Found(facts, standing)) => Ok((facts, standing)),
         }
+    }
+}
+
+impl QueryContext {
+    /// A page of a period's ranking: this node's, or the cluster's.
+    pub async fn page(
+        &self,
+        period: PeriodIdx,
+        offset: u64,
+        limit: usize,
+    ) -> Result<Page, Refusal> {
+        if self.peers.clustered() {
+            let winners = self.periods.get(period).supercashback_winners as u64;
+            return self.peers.page(period, offset, limit, winners).await;
+        }
+        self.ranking
+            .send(PageOf {
+                period,
+                offset,
+                limit,
+            })
+            .await
+            .map_err(|_| restarting())
+    }
+
+    /// Where citizens stand in a period's national ranking, each given by
+    /// number and current ranking key (one question per node for all of
+    /// them).
+    pub async fn rank_fields(
+        &self,
+        period: PeriodIdx,
+        citizens: &[(CitizenIdx, RankKey)],
+    ) -> Result<Vec<RankFields>, Refusal> {
+        if self.peers.clustered() {
+            let keys: Vec<RankKey> = citizens.iter().map(|(_, k)| k.clone()).collect();
+            let winners = self.periods.get(period).supercashback_winners as u64;
+            return self.peers.fields(period, &keys, winners).await;
+        }
+        self.ranking
+            .send(RanksOf(
+                citizens.iter().map(|(c, _)| (period, *c)).collect(),
+            ))
+            .await
+            .map_err(|_| restarting())
+    }
+}
+
+/// A citizen's ranking key from their facts and standing.
+pub fn rank_key(facts: &CitizenFacts, standing: &Standing) -> RankKey {
+    RankKey {
+        count: standing.count,
+        last_trx: standing.last_trx.unwrap_or_default(),
+        tc_accepted_at: facts.tc_accepted_at,
+        citizen_id: facts.id.clone(),
     }
 }
 

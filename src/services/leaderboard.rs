@@ -1,9 +1,8 @@
 //! `cashback.query.leaderboard` (PROTOCOL.md section 3): a page of a
 //! period's ranking.
 
-use super::context::{restarting, unknown_period, QueryContext};
+use super::context::{unknown_period, QueryContext};
 use super::protocol::{check_limit, parse, LeaderboardQuery, LeaderboardReply};
-use cashback_actors::ranking::PageOf;
 use cashback_engine::refusal::Refusal;
 
 /// Answers one leaderboard query: bad_request, unknown_award_period.
@@ -13,15 +12,7 @@ pub async fn leaderboard(ctx: &QueryContext, body: &[u8]) -> Result<LeaderboardR
     let period = ctx
         .period(q.award_period.as_deref())
         .ok_or_else(|| unknown_period(q.award_period.as_deref()))?;
-    let page = ctx
-        .ranking
-        .send(PageOf {
-            period,
-            offset: q.offset,
-            limit: q.limit,
-        })
-        .await
-        .map_err(|_| restarting())?;
+    let page = ctx.page(period, q.offset, q.limit).await?;
     Ok(LeaderboardReply::from_page(
         &ctx.periods.get(period).id,
         page,

@@ -3,11 +3,10 @@
 //! newest `trx_date` first, then latest arrival first, with its current
 //! balance, cashback score and status.
 
-use super::context::{restarting, unknown_period, QueryContext};
+use super::context::{unknown_period, QueryContext};
 use super::protocol::{
     check_limit, parse, PaymentStatus, StatementEntry, StatementQuery, StatementReply,
 };
-use cashback_actors::StatementOf;
 use cashback_engine::money::money_string;
 use cashback_engine::refusal::Refusal;
 
@@ -23,18 +22,8 @@ pub async fn transactions(ctx: &QueryContext, body: &[u8]) -> Result<StatementRe
     let (facts, _) = ctx.citizen(&q.citizen_id, period).await?;
     let period = period.ok_or_else(|| unknown_period(q.award_period.as_deref()))?;
     // A citizen's payments live with their cards, which may be anchored in
-    // any shard: ask them all.
-    let mut lines = Vec::new();
-    for shard in &ctx.shards {
-        let mut part = shard
-            .send(StatementOf {
-                citizen: facts.idx,
-                period,
-            })
-            .await
-            .map_err(|_| restarting())?;
-        lines.append(&mut part);
-    }
+    // any shard of any node: ask them all.
+    let mut lines = ctx.peers.lines(facts.idx, period).await?;
     lines.sort_by(|a, b| b.trx_date.cmp(&a.trx_date).then(b.seq.cmp(&a.seq)));
     let total = lines.len();
     let entries = lines
