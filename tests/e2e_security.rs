@@ -315,6 +315,43 @@ async fn each_role_gets_its_own_subjects_and_nothing_else() {
     .await;
     assert_eq!(reinstated, json!({"ok": true}));
     operator.assert_no_violation().await;
+    // The same in bulk: `cashback exclude` logs in as the operator from
+    // CASHBACK_NATS_USER and _PASSWORD, with the operator's inbox.
+    let csv = dir.path().join("exclusions.csv");
+    let key: Vec<String> = [
+        "hpan",
+        "acquirer_code",
+        "acquirer_id",
+        "id_trx_acquirer",
+        "operation_type",
+        "trx_date",
+    ]
+    .iter()
+    .map(|f| t1[*f].as_str().unwrap().to_owned())
+    .collect();
+    std::fs::write(
+        &csv,
+        format!(
+            "{}\n{},checked in bulk\n",
+            cashback::commands::exclude::HEADER,
+            key.join(",")
+        ),
+    )
+    .unwrap();
+    for extra in [None, Some("--reinstate")] {
+        let out = Command::new(env!("CARGO_BIN_EXE_cashback"))
+            .arg("exclude")
+            .arg(&csv)
+            .args(extra)
+            .args(["--nats-url", &url])
+            .env("CASHBACK_NATS_USER", "operator")
+            .env("CASHBACK_NATS_PASSWORD", password("operator"))
+            .output()
+            .unwrap();
+        let stderr = String::from_utf8_lossy(&out.stderr);
+        assert!(out.status.success(), "{stderr}");
+        assert!(stderr.contains(": 1 ok, 0 skipped"), "{stderr}");
+    }
 
     // Forgery by body: another acquirer, on its own subject, claims to be
     // 32875. The broker lets it publish; the engine rejects it.
