@@ -1,8 +1,8 @@
 //! Built-in demo traffic for `serve --demo`: the payment-network simulator
 //! (`cashback simulate`) at a small scale inside the engine's process: a
 //! few thousand citizens enroll, then payments, reversals, duplicates, late
-//! batches and some garbage flow at about 2,000 authorizations a second, so
-//! that a new user sees every part move.
+//! batches, split bursts and some garbage flow at about 2,000 authorizations
+//! a second, so that a new user sees every part move.
 
 use crate::commands::simulate::{self, Options};
 use crate::config::Config;
@@ -18,9 +18,17 @@ const CITIZENS: usize = 3_000;
 /// Authorizations per second.
 const RATE: u64 = 2_000;
 
+/// `max_payments_per_merchant_day` of the demo's period when the period it
+/// copies sets none: the simulator's split bursts are 3 to 8 payments, so
+/// the rule shows (`merchant_daily_limit` in the status line and on
+/// `cashback.rejected.merchant_daily_limit`).
+pub const DEMO_MAX_PAYMENTS_PER_MERCHANT_DAY: u16 = 3;
+
 /// Adds a period for the current semester when no configured period contains
 /// today: the shipped periods closed in 2022, and a demo where everything is
-/// `period_closed` shows nothing.
+/// `period_closed` shows nothing. It copies the last configured period's
+/// rules, with a split-payment limit if that has none
+/// ([`DEMO_MAX_PAYMENTS_PER_MERCHANT_DAY`]).
 pub fn ensure_current_period(config: &mut Config) {
     let today = Timestamp::now().rome_date();
     let Ok(periods) = config.periods() else {
@@ -43,6 +51,9 @@ pub fn ensure_current_period(config: &mut Config) {
     period.id = format!("DEMO{}H{half}", today.year());
     period.start = date(start);
     period.end = date(end);
+    if period.max_payments_per_merchant_day == 0 {
+        period.max_payments_per_merchant_day = DEMO_MAX_PAYMENTS_PER_MERCHANT_DAY;
+    }
     config.periods.push(period);
     if config.periods().is_err() {
         config.periods.pop();

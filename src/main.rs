@@ -86,6 +86,22 @@ enum Command {
         #[arg(long, env = "CASHBACK_NATS_URL", default_value = cashback::commands::DEFAULT_URL)]
         nats_url: String,
     },
+    /// Exclude (or reinstate) the payments listed in a CSV file, live: the
+    /// header row `hpan,acquirer_code,acquirer_id,id_trx_acquirer,operation_type,trx_date,reason`,
+    /// then one payment per row (the `operator` role).
+    Exclude {
+        /// The CSV file.
+        file: PathBuf,
+        /// Take the exclusions back instead.
+        #[arg(long)]
+        reinstate: bool,
+        /// NATS server URL.
+        #[arg(long, env = "CASHBACK_NATS_URL", default_value = cashback::commands::DEFAULT_URL)]
+        nats_url: String,
+        /// Subject prefix.
+        #[arg(long, default_value = "cashback")]
+        prefix: String,
+    },
     /// Write the payout file of an award period from the running engine.
     Awards {
         /// The award period, e.g. 2021H1.
@@ -219,6 +235,22 @@ fn main() -> Result<()> {
             if report.mismatches.is_some_and(|m| m > 0) {
                 std::process::exit(1);
             }
+            Ok(())
+        }
+        Command::Exclude {
+            file,
+            reinstate,
+            nats_url,
+            prefix,
+        } => {
+            let op = if reinstate {
+                cashback_engine::item::ExclusionOp::Reinstate
+            } else {
+                cashback_engine::item::ExclusionOp::Exclude
+            };
+            client_runtime()?.block_on(cashback::commands::exclude::run(
+                &nats_url, &prefix, &file, op,
+            ))?;
             Ok(())
         }
         Command::Awards {

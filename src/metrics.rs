@@ -10,7 +10,8 @@
 //! Where each series comes from:
 //! - emitted where it happens: authorizations and rejections (pipeline,
 //!   `Progress::reject`), apply latency and per-shard batches (pipeline),
-//!   enrollment and query requests (services), pushes (`push`);
+//!   operators' exclusions as decided (pipeline), enrollment, query and
+//!   operator requests (services), pushes (`push`);
 //! - refreshed at every scrape from [`Progress`]: lag, positions, health;
 //! - polled every second by [`start_collecting`] from the actors: ranked participants
 //!   and cut-off per period (the ranking aggregator), shard sizes and
@@ -24,8 +25,8 @@
 //! and per-period ones), so that no panel says "No data" on a fresh engine.
 //!
 //! No label carries an IBAN, an hpan or a citizen id: the labels are
-//! `outcome`, `reason`, `subject`, `query`, `kind`, `shard` (0..shards-1),
-//! `period` (a configured award period id) and `version`.
+//! `outcome`, `reason`, `subject`, `query`, `op`, `kind`, `shard`
+//! (0..shards-1), `period` (a configured award period id) and `version`.
 
 use crate::progress::Progress;
 use actix::Addr;
@@ -52,6 +53,15 @@ const LATENCY_BUCKETS: &[f64] = &[
 const SNAPSHOT_BUCKETS: &[f64] = &[
     0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0, 2.5, 5.0, 10.0, 30.0, 60.0, 120.0, 300.0, 600.0,
 ];
+
+/// The `op` label values of the operators' series: the last token of the
+/// `cashback.admin.*` subjects.
+const ADMIN_OPS: [&str; 2] = ["exclude", "reinstate"];
+
+/// The `outcome` label values of `cashback_exclusions_total` that every
+/// decision can take (the pipeline's `answer_operator`): registered at zero
+/// so that an operator's panel shows them before the first request.
+const EXCLUSION_OUTCOMES: [&str; 4] = ["applied", "unchanged", "unknown_payment", "period_closed"];
 
 /// How often [`start_collecting`] polls the actors.
 const COLLECT_EVERY: Duration = Duration::from_secs(1);
@@ -186,6 +196,10 @@ fn describe() {
         "Query request to reply, by query (citizen, leaderboard, awards)"
     );
     describe_counter!(
+        "cashback_exclusions_total",
+        "Operators' exclusions and reinstatements decided in log order, by op (exclude, reinstate) and outcome: applied, unchanged (already so), or the error code (unknown_payment, period_closed; unavailable when the engine set the request aside)"
+    );
+    describe_counter!(
         "cashback_pushes_total",
         "Live pushes published, by kind (position, leaderboard)"
     );
@@ -297,6 +311,13 @@ fn describe() {
     }
     for query in crate::services::endpoints::QUERY.endpoints {
         let _ = metrics::histogram!("cashback_query_latency_seconds", "query" => query.token());
+    }
+    for op in ADMIN_OPS {
+        for outcome in EXCLUSION_OUTCOMES {
+            metrics::counter!("cashback_exclusions_total", "op" => op, "outcome" => outcome)
+                .absolute(0);
+        }
+        let _ = metrics::histogram!("cashback_admin_latency_seconds", "op" => op);
     }
     let _ = metrics::histogram!("cashback_snapshot_duration_seconds");
     let _ = metrics::histogram!("cashback_snapshot_pause_seconds");

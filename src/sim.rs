@@ -7,6 +7,15 @@
 //! 100,000th of 8.4M citizens near 700, i.e. mu = ln 90 and
 //! sigma = (ln 700 - ln 90) / z(1 - 100000/8.4M) = 2.05 / 2.26 = 0.907.
 //! Amounts are log-normal around 35 EUR.
+//!
+//! Split bursts (RULES.md, "Split payments"): about 1% of messages are
+//! micro-payments of one card at one shop a few minutes apart, 3 to 8 in a
+//! row, the 2021 way of climbing the ranking. Under a period's
+//! `max_payments_per_merchant_day` the ones beyond it are rejected
+//! `merchant_daily_limit`. The generator knows exactly which: every other
+//! payment is at a shop of its own, a burst's shop is its own too, and a
+//! burst goes out in one piece before anything else, so the payments that
+//! take a shop's slots on a Rome day are the burst's own, in its order.
 
 use cashback_engine::money::score;
 use cashback_engine::time::Timestamp;
@@ -41,6 +50,9 @@ pub struct Expected {
     pub cashback: Decimal,
 }
 
+/// Payments in a split burst: at least 3, so that a limit of 2 or 3 shows.
+const BURST: std::ops::RangeInclusive<usize> = 3..=8;
+
 /// A payment the simulator may still reverse.
 #[derive(Clone, Debug)]
 struct Sent {
@@ -63,6 +75,9 @@ pub struct Generator {
     /// Messages held back to be delivered late (a late acquirer batch), or
     /// payments whose reversal was sent first.
     held: VecDeque<Outgoing>,
+    /// The rest of the current split burst: sent before anything else, so
+    /// that nothing (a re-send, a reversal) comes between its payments.
+    burst: VecDeque<Outgoing>,
     /// Messages generated so far (ids).
     n: u64,
     /// "Now" for trx dates, fixed at creation so a seed is reproducible
@@ -77,6 +92,9 @@ pub struct Generator {
     /// Cashback rate and per-payment cap of the target period.
     rate: Decimal,
     cap: Decimal,
+    /// The target period's `max_payments_per_merchant_day` (0: no limit),
+    /// which decides how many payments of a burst count.
+    limit: u16,
 }
 
 /// The citizen's id.
@@ -140,13 +158,23 @@ impl Generator {
             cumulative,
             recent: Vec::new(),
             held: VecDeque::new(),
+            burst: VecDeque::new(),
             n: 0,
             now,
             max_age_secs: (now.unix_secs() - earliest.unix_secs()).clamp(1, 172_800),
             expected: BTreeMap::new(),
             rate,
             cap,
+            limit: 0,
         }
+    }
+
+    /// The same generator for a period with this `max_payments_per_merchant_day`
+    /// (0: no limit): the payments of a split burst beyond it are expected
+    /// not to count.
+    pub fn with_merchant_day_limit(mut self, limit: u16) -> Generator {
+        self.limit = limit;
+        self
     }
 
     /// Citizens the generator pays: `sim-0` to `sim-{citizens-1}`.
@@ -194,8 +222,21 @@ impl Generator {
         e.cashback += delta;
     }
 
+    /// Keeps a payment that counted, to reverse or re-send later.
+    fn remember(&mut self, sent: Sent) {
+        if self.recent.len() < 10_000 {
+            self.recent.push(sent);
+        } else {
+            let i = self.rng.gen_range(0..self.recent.len());
+            self.recent[i] = sent;
+        }
+    }
+
     /// The next message to publish.
     pub fn next_message(&mut self) -> Outgoing {
+        if let Some(m) = self.burst.pop_front() {
+            return m;
+        }
         // Late batches and payments whose reversal went first come back.
         if !self.held.is_empty() && self.rng.gen_bool(0.02) {
             return self.held.pop_front().expect("non-empty");
@@ -225,6 +266,9 @@ impl Generator {
         if roll < 0.026 && !self.recent.is_empty() {
             return self.reversal();
         }
+        if roll < 0.028 {
+            return self.split_burst();
+        }
         let citizen = self.pick_citizen();
         let card = self.rng.gen_range(0..cards_of(citizen));
         // Around 35 EUR, log-normal; at least 1 cent.
@@ -248,7 +292,7 @@ impl Generator {
             "hpan": hpan(citizen, card),
             "trx_date": self.now.plus_secs(-age).to_rome_rfc3339(),
             "id_trx_acquirer": format!("t{}", self.n), "total_amount": cents,
-            "currency": "978", "acquirer_id": "A1", "merchant_id": format!("M{}", self.n % 5000),
+            "currency": "978", "acquirer_id": "A1", "merchant_id": format!("M{}", self.n),
             "terminal_id": "T1", "bin": "40000000", "mcc": "5411"
         });
         if let Some(c) = &correlation {
@@ -261,13 +305,10 @@ impl Generator {
             balance: cents,
             correlation,
         };
-        if early {
-            // Reversed in full already: never reversed or re-sent again.
-        } else if self.recent.len() < 10_000 {
-            self.recent.push(sent);
-        } else {
-            let i = self.rng.gen_range(0..self.recent.len());
-            self.recent[i] = sent;
+        if !early {
+            // (An early one is reversed in full already: never reversed or
+            // re-sent again.)
+            self.remember(sent);
         }
         let msg = self.out(&body);
         if late {
@@ -283,6 +324,58 @@ impl Generator {
             return self.out(&r);
         }
         msg
+    }
+
+    /// A split burst: several micro-payments of one card at one shop (its
+    /// own `merchant_id`), minutes apart within the last hour; the first
+    /// goes out now, the rest before anything else. Those beyond the limit
+    /// on their Rome day are expected to be rejected, and are neither
+    /// reversed nor re-sent later (a rejected key would be judged afresh).
+    /// Amounts differ within the burst and carry no correlation id, so a
+    /// total reversal of one of them matches that one only.
+    fn split_burst(&mut self) -> Outgoing {
+        let citizen = self.pick_citizen();
+        let card = self.rng.gen_range(0..cards_of(citizen));
+        let payments = self.rng.gen_range(BURST);
+        let step = self.rng.gen_range(30..300);
+        let first_age = self
+            .rng
+            .gen_range(payments as i64 * step..3600)
+            .min(self.max_age_secs - 1);
+        let shop = format!("S{}", self.n);
+        let mut taken: BTreeMap<chrono::NaiveDate, u16> = BTreeMap::new();
+        let mut amounts = Vec::with_capacity(payments);
+        for k in 0..payments {
+            let mut cents = self.rng.gen_range(100..500u64);
+            while amounts.contains(&cents) {
+                cents += 1;
+            }
+            amounts.push(cents);
+            let trx = self.now.plus_secs(-(first_age - k as i64 * step).max(0));
+            let operation = ["00", "02", "03"][self.rng.gen_range(0..3)];
+            let body = json!({
+                "acquirer_code": "32875", "operation_type": operation,
+                "circuit_type": format!("{:02}", self.rng.gen_range(0..11)),
+                "hpan": hpan(citizen, card), "trx_date": trx.to_rome_rfc3339(),
+                "id_trx_acquirer": format!("s{}", self.n), "total_amount": cents,
+                "currency": "978", "acquirer_id": "A1", "merchant_id": shop,
+                "terminal_id": "T1", "bin": "40000000", "mcc": "5411"
+            });
+            let slots = taken.entry(trx.rome_date()).or_default();
+            if self.limit == 0 || *slots < self.limit {
+                *slots += 1;
+                self.credit(citizen, 1, score(cents, self.rate, self.cap));
+                self.remember(Sent {
+                    citizen,
+                    body: body.clone(),
+                    balance: cents,
+                    correlation: None,
+                });
+            }
+            let msg = self.out(&body);
+            self.burst.push_back(msg);
+        }
+        self.burst.pop_front().expect("a burst has payments")
     }
 
     /// A reversal of a recent payment: total without correlation id, or
@@ -323,9 +416,10 @@ impl Generator {
         msg
     }
 
-    /// Messages still held back, to publish at the end.
+    /// Messages still held back (the rest of a burst, late ones), to
+    /// publish at the end.
     pub fn drain(&mut self) -> Vec<Outgoing> {
-        self.held.drain(..).collect()
+        self.burst.drain(..).chain(self.held.drain(..)).collect()
     }
 }
 
@@ -354,6 +448,92 @@ mod tests {
         assert_eq!(xs, ys);
         assert_ne!(xs, zs);
         assert_eq!(a.expected(), b.expected());
+    }
+
+    /// Feeds `messages` messages of a generator for a period with `limit`
+    /// into the reference engine (citizens enrolled as `simulate` does) and
+    /// checks every citizen's count and cashback against the generator's
+    /// expectation; returns the `merchant_daily_limit` rejections.
+    fn engine_agrees(limit: u16, messages: usize) -> usize {
+        use cashback_engine::enrollment::{make_iban, parse_request, EnrollKind};
+        use cashback_engine::local::LocalEngine;
+        use cashback_engine::period::{AwardPeriod, Periods};
+        use cashback_engine::reason::Reason;
+        use cashback_engine::router::Position;
+        use std::sync::Arc;
+
+        let now = Timestamp::parse_rfc3339("2026-11-22T12:00:00Z").unwrap();
+        let start = now.plus_secs(-30 * 86_400);
+        let mut period = AwardPeriod::with_2021_rules("P", start.rome_date(), now.rome_date());
+        period.max_payments_per_merchant_day = limit;
+        let since = Timestamp::rome_midnight(period.start);
+        let mut g = Generator::new(
+            200,
+            5,
+            now,
+            since,
+            period.cashback_rate,
+            period.max_cashback_per_transaction,
+        )
+        .with_merchant_day_limit(limit);
+        let mut local = LocalEngine::new(16, Arc::new(Periods::new(vec![period]).unwrap()), 30);
+        let mut seq = 0;
+        let at = |seq: &mut u64, ms: i64| {
+            *seq += 1;
+            Position {
+                seq: *seq,
+                broker_time: Timestamp::from_unix_nanos(now.unix_nanos() + ms as i128 * 1_000_000),
+            }
+        };
+        let since = since.to_rome_rfc3339();
+        for i in 0..g.citizens() {
+            let id = citizen_id(i);
+            let mut requests = vec![(
+                EnrollKind::Citizen,
+                json!({"citizen_id": id, "iban": make_iban("IT", &format!("X0542811101{i:012}")),
+                       "tc_accepted_at": since}),
+            )];
+            for card in 0..cards_of(i) {
+                requests.push((
+                    EnrollKind::Card,
+                    json!({"citizen_id": id, "hpan": hpan(i, card), "activated_at": since}),
+                ));
+            }
+            for (kind, body) in requests {
+                let cmd = parse_request(kind, body.to_string().as_bytes()).unwrap();
+                local.enroll(at(&mut seq, 0), &cmd).unwrap();
+            }
+        }
+        let mut sent: Vec<Outgoing> = (0..messages).map(|_| g.next_message()).collect();
+        sent.extend(g.drain());
+        for (i, m) in sent.iter().enumerate() {
+            let subject = format!("cashback.auth.{}", m.acquirer);
+            local.authorization(at(&mut seq, i as i64), &subject, &m.body);
+        }
+        assert_eq!(local.invariant_violations, Vec::<String>::new());
+        for i in 0..g.citizens() {
+            let want = g.expected().get(&i).cloned().unwrap_or_default();
+            let got = local.standing(&citizen_id(i), "P").unwrap_or_default();
+            assert_eq!(
+                (got.count, got.cashback),
+                (want.count, want.cashback),
+                "citizen {i}"
+            );
+        }
+        local
+            .rejections
+            .iter()
+            .filter(|(_, r)| r.reason == Reason::MerchantDailyLimit)
+            .count()
+    }
+
+    #[test]
+    fn the_engine_counts_what_the_generator_expects_with_and_without_a_limit() {
+        assert_eq!(engine_agrees(0, 30_000), 0);
+        let limited = engine_agrees(3, 30_000);
+        // About 60 bursts of 3 to 8: most of them go over 3.
+        assert!(limited > 50, "only {limited} payments over the limit");
+        assert!(engine_agrees(1, 30_000) > limited);
     }
 
     #[test]

@@ -2,7 +2,8 @@
 //! - `config/nats-server.conf` as shipped: every role is refused what is not
 //!   its own (the broker's permission violation is observed) and allowed what
 //!   is, while the real engine runs through it as the `engine` user, restarts,
-//!   and stores and reads back its snapshot;
+//!   and stores and reads back its snapshot; only the operator may exclude
+//!   and reinstate payments;
 //! - a payment network cannot forge another acquirer's payments, neither by
 //!   subject (the broker refuses) nor by body (the engine rejects);
 //! - TLS: the engine serves over a TLS-only nats-server whose certificate the
@@ -270,12 +271,8 @@ async fn each_role_gets_its_own_subjects_and_nothing_else() {
 
     // Allowed: the payment network publishes on its own subject and gets
     // its PubAck; the payment counts and is pushed to the app.
-    let seq = publish_acked(
-        &acquirer,
-        "cashback.auth.32875",
-        &payment(&card, "t1", &at(0, -60), 2000),
-    )
-    .await;
+    let t1 = payment(&card, "t1", &at(0, -60), 2000);
+    let seq = publish_acked(&acquirer, "cashback.auth.32875", &t1).await;
     engine.applied(seq).await;
     let q = request(
         &app,
@@ -292,6 +289,69 @@ async fn each_role_gets_its_own_subjects_and_nothing_else() {
     assert_eq!(push["citizen_id"], json!("c1"));
     app.assert_no_violation().await;
     acquirer.assert_no_violation().await;
+
+    // Allowed: the operator excludes the payment (the engine journals the
+    // request, decides it and answers through its own inbox), then
+    // reinstates it.
+    let excluded = request(
+        &operator,
+        "cashback.admin.exclude",
+        exclusion(&t1, "suspected split purchase"),
+    )
+    .await;
+    assert_eq!(excluded, json!({"ok": true}), "{}", engine.log_text());
+    let q = request(
+        &app,
+        "cashback.query.citizen",
+        json!({"citizen_id": "c1", "award_period": "CUR"}),
+    )
+    .await;
+    assert_eq!(q["transaction_count"], json!(0), "{q}");
+    let reinstated = request(
+        &operator,
+        "cashback.admin.reinstate",
+        exclusion(&t1, "checked: a real purchase"),
+    )
+    .await;
+    assert_eq!(reinstated, json!({"ok": true}));
+    operator.assert_no_violation().await;
+    // The same in bulk: `cashback exclude` logs in as the operator from
+    // CASHBACK_NATS_USER and _PASSWORD, with the operator's inbox.
+    let csv = dir.path().join("exclusions.csv");
+    let key: Vec<String> = [
+        "hpan",
+        "acquirer_code",
+        "acquirer_id",
+        "id_trx_acquirer",
+        "operation_type",
+        "trx_date",
+    ]
+    .iter()
+    .map(|f| t1[*f].as_str().unwrap().to_owned())
+    .collect();
+    std::fs::write(
+        &csv,
+        format!(
+            "{}\n{},checked in bulk\n",
+            cashback::commands::exclude::HEADER,
+            key.join(",")
+        ),
+    )
+    .unwrap();
+    for extra in [None, Some("--reinstate")] {
+        let out = Command::new(env!("CARGO_BIN_EXE_cashback"))
+            .arg("exclude")
+            .arg(&csv)
+            .args(extra)
+            .args(["--nats-url", &url])
+            .env("CASHBACK_NATS_USER", "operator")
+            .env("CASHBACK_NATS_PASSWORD", password("operator"))
+            .output()
+            .unwrap();
+        let stderr = String::from_utf8_lossy(&out.stderr);
+        assert!(out.status.success(), "{stderr}");
+        assert!(stderr.contains(": 1 ok, 0 skipped"), "{stderr}");
+    }
 
     // Forgery by body: another acquirer, on its own subject, claims to be
     // 32875. The broker lets it publish; the engine rejects it.
@@ -327,6 +387,10 @@ async fn each_role_gets_its_own_subjects_and_nothing_else() {
     acquirer
         .publish_denied("$JS.API.STREAM.INFO.CASHBACK", "")
         .await;
+    let exclude_t1 = exclusion(&t1, "forged").to_string();
+    acquirer
+        .publish_denied("cashback.admin.exclude", &exclude_t1)
+        .await;
     let mut spy = vec![
         acquirer.subscribe_denied("cashback.position.*").await,
         acquirer.subscribe_denied("cashback.rejected.>").await,
@@ -348,12 +412,18 @@ async fn each_role_gets_its_own_subjects_and_nothing_else() {
         .await;
     app.publish_denied("cashback.rejected.duplicate", "{}")
         .await;
+    app.publish_denied("cashback.admin.exclude", &exclude_t1)
+        .await;
+    app.publish_denied("cashback.admin.reinstate", &exclude_t1)
+        .await;
+    app.publish_denied("cashback.journal.admin", &exclude_t1)
+        .await;
     spy.push(app.subscribe_denied("cashback.rejected.>").await);
     spy.push(app.subscribe_denied("_INBOX_engine.>").await);
     spy.push(app.subscribe_denied("_INBOX_acquirer_32875.>").await);
     spy.push(app.subscribe_denied("cashback.enroll.*").await);
 
-    // Denied: an operator only reads rejections.
+    // Denied: an operator only reads rejections and sends its own requests.
     operator
         .publish_denied("cashback.auth.32875", &injected)
         .await;
@@ -371,12 +441,19 @@ async fn each_role_gets_its_own_subjects_and_nothing_else() {
     engine_user
         .publish_denied("$JS.API.STREAM.DELETE.OTHER", "")
         .await;
+    engine_user
+        .publish_denied("cashback.admin.exclude", &exclude_t1)
+        .await;
+    engine_user
+        .publish_denied("_INBOX_operator.forged", "{}")
+        .await;
     spy.push(engine_user.subscribe_denied("cashback.auth.>").await);
     spy.push(engine_user.subscribe_denied("_INBOX_app.>").await);
 
-    // None of the refused attempts changed anything, and the refused
-    // subscriptions received nothing, while traffic went on: one more
-    // allowed payment and its query reply passed through those subjects.
+    // None of the refused attempts changed anything (the payment the others
+    // tried to exclude still counts), and the refused subscriptions received
+    // nothing, while traffic went on: one more allowed payment and its query
+    // reply passed through those subjects.
     let seq = publish_acked(
         &acquirer,
         "cashback.auth.32875",

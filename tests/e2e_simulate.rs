@@ -1,7 +1,8 @@
 //! `cashback simulate` against a real engine: what the simulator says it
 //! sent is what the engine counted, citizen by citizen, and a second run
 //! with the same seed publishes the same messages (all duplicates then, so
-//! nothing changes).
+//! nothing changes); under a split-payment limit, `--verify` still agrees
+//! with the engine on every citizen.
 
 mod common;
 
@@ -110,4 +111,30 @@ async fn the_engine_counts_exactly_what_the_simulator_sent() {
         after >= before,
         "the second run was read ({before} -> {after})"
     );
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn under_a_split_payment_limit_the_simulator_still_predicts_every_citizen() {
+    // config_toml's last table is the open period "CUR": at most 2
+    // payments of a card at a shop on a Rome day count there.
+    let h = Harness::start(&format!(
+        "{}max_payments_per_merchant_day = 2\n",
+        config_toml(30)
+    ))
+    .await;
+    let now = Timestamp::now().plus_secs(-3600).to_rome_rfc3339();
+    let (ok, log) = simulate(&h, &now, &[]);
+    assert!(ok, "simulate failed:\n{log}");
+    assert!(
+        log.contains("300 of 300 citizens match the engine"),
+        "{log}"
+    );
+    // The split bursts (3 to 8 payments) went over the limit.
+    let (_, metrics) = h.http_get("/metrics").await.unwrap();
+    let over = sample(
+        &metrics,
+        "cashback_rejections_total{reason=\"merchant_daily_limit\"}",
+    )
+    .unwrap_or(0.0);
+    assert!(over >= 20.0, "only {over} payments over the limit");
 }

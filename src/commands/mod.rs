@@ -3,6 +3,7 @@
 
 pub mod awards;
 pub mod engine_health;
+pub mod exclude;
 pub mod import;
 pub mod simulate;
 

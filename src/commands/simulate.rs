@@ -70,7 +70,8 @@ pub struct Report {
 }
 
 /// Runs the simulator against the engine behind `url`, for `period` (its
-/// rate and caps give the expected cashback).
+/// rate and caps give the expected cashback, its
+/// `max_payments_per_merchant_day` which payments of a split burst count).
 pub async fn run(
     url: &str,
     prefix: &str,
@@ -123,7 +124,8 @@ pub async fn run(
         period_start,
         period.cashback_rate,
         period.max_cashback_per_transaction,
-    );
+    )
+    .with_merchant_day_limit(period.max_payments_per_merchant_day);
     let js = async_nats::jetstream::new(client.clone());
     let mut window = AckWindow::new(js.clone(), 4096);
     let started = Instant::now();

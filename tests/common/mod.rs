@@ -347,6 +347,24 @@ pub fn reversal(
     r
 }
 
+/// An operator's `cashback.admin.exclude` / `cashback.admin.reinstate`
+/// request for `payment` (PROTOCOL.md section 6): its de-duplication key,
+/// `trx_date` exactly as it carried it, and a reason.
+pub fn exclusion(payment: &Value, reason: &str) -> Value {
+    let mut request = json!({ "reason": reason });
+    for field in [
+        "hpan",
+        "acquirer_code",
+        "acquirer_id",
+        "id_trx_acquirer",
+        "operation_type",
+        "trx_date",
+    ] {
+        request[field] = payment[field].clone();
+    }
+    request
+}
+
 /// Collects messages of a subscription until `quiet` passes without one.
 pub async fn drain(sub: &mut async_nats::Subscriber, quiet: Duration) -> Vec<Value> {
     use futures::StreamExt;
