@@ -390,6 +390,18 @@ async fn three_nodes_and_a_replica_answer_as_one_engine_through_kills() {
 
     let local = reference(&inspector).await;
     assert!(local.invariant_violations.is_empty());
+    // Cards did move across nodes: credits were journaled (and, with the
+    // kills and the replica, some received again and ignored).
+    let mut credits = 0.0;
+    for (node, p) in &nodes.running {
+        let (_, text) = http_get(p.as_ref().unwrap().metrics_port, "/metrics")
+            .await
+            .unwrap();
+        let series = |name: &str| sample(&text, &format!("{name}{{node=\"{node}\"}}")).unwrap_or(0.0);
+        credits += series("cashback_credits_sent_total");
+        assert_eq!(series("cashback_invariant_violations_total"), 0.0, "{text}");
+    }
+    assert!(credits > 0.0, "no credit crossed nodes: the test moved no card across");
 
     // Every citizen, asked of whichever node answers.
     let national = ranking(&local, &ids);
