@@ -107,9 +107,11 @@ pub async fn run(
         last_board: FastMap::default(),
     };
     // Coalesced pushes go out within a tenth of the interval of their due time.
-    let period = (interval / 10).max(Duration::from_millis(10));
-    let owed_per_tick = (OWED_PER_SECOND as f64 * period.as_secs_f64()).ceil() as usize;
-    let mut tick = tokio::time::interval(period);
+    let mut tick = tokio::time::interval((interval / 10).max(Duration::from_millis(10)));
+    // Owed pushes go out in small steps, whatever the push interval.
+    let owed_every = Duration::from_millis(100);
+    let owed_per_tick = (OWED_PER_SECOND as f64 * owed_every.as_secs_f64()).ceil() as usize;
+    let mut owed_tick = tokio::time::interval(owed_every);
     let mut board_tick = tokio::time::interval(leaderboard_interval);
     loop {
         tokio::select! {
@@ -122,10 +124,8 @@ pub async fn run(
                 }
                 None => return,
             },
-            _ = tick.tick() => {
-                p.pay_owed(owed_per_tick).await;
-                p.flush_due().await;
-            }
+            _ = tick.tick() => p.flush_due().await,
+            _ = owed_tick.tick() => p.pay_owed(owed_per_tick).await,
             _ = board_tick.tick() => p.push_boards().await,
         }
     }

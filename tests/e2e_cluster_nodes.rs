@@ -397,11 +397,15 @@ async fn three_nodes_and_a_replica_answer_as_one_engine_through_kills() {
         let (_, text) = http_get(p.as_ref().unwrap().metrics_port, "/metrics")
             .await
             .unwrap();
-        let series = |name: &str| sample(&text, &format!("{name}{{node=\"{node}\"}}")).unwrap_or(0.0);
+        let series =
+            |name: &str| sample(&text, &format!("{name}{{node=\"{node}\"}}")).unwrap_or(0.0);
         credits += series("cashback_credits_sent_total");
         assert_eq!(series("cashback_invariant_violations_total"), 0.0, "{text}");
     }
-    assert!(credits > 0.0, "no credit crossed nodes: the test moved no card across");
+    assert!(
+        credits > 0.0,
+        "no credit crossed nodes: the test moved no card across"
+    );
 
     // Every citizen, asked of whichever node answers.
     let national = ranking(&local, &ids);

@@ -217,3 +217,53 @@ async fn a_panicking_shard_is_rebuilt_and_a_poison_message_is_set_aside() {
         "the supervisor restarted the shard"
     );
 }
+
+/// Issue 12: a change applied but not yet pushed when the engine dies is
+/// replayed after the restart, and its citizen's last push must still
+/// become their final state. Coalesced pushes wait a long interval here,
+/// and no snapshot is taken, so the second payment's state is pending
+/// when the engine is killed and comes back only through the replay, whose
+/// later batches (other citizens' payments, small batches) keep it from
+/// being the live traffic of the restart.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_change_replayed_after_a_crash_is_still_pushed() {
+    let config = format!(
+        "push_interval_ms = 60000\nsnapshot_interval_secs = 0\nbatch_size = 16\n{}",
+        config_toml(30)
+    );
+    let mut h = Harness::start(&config).await;
+    let mut pushes = h.client.subscribe("cashback.position.p1").await.unwrap();
+    h.client.flush().await.unwrap();
+    h.citizen("p1", &at(-40, 0)).await;
+    h.card("p1", &hpan(71), &at(-30, 0)).await;
+    // The first change after a quiet interval is pushed at once...
+    h.publish(&payment(&hpan(71), "a", &at(0, -100), 1000))
+        .await;
+    let first = tokio::time::timeout(
+        Duration::from_secs(20),
+        futures::StreamExt::next(&mut pushes),
+    )
+    .await
+    .expect("the first change is pushed at once")
+    .unwrap();
+    let first: Value = serde_json::from_slice(&first.payload).unwrap();
+    assert_eq!(first["transaction_count"], json!(1));
+    // ...the second waits for the end of the interval: the engine dies first.
+    h.publish(&payment(&hpan(71), "b", &at(0, -90), 1000)).await;
+    h.citizen("p2", &at(-40, 0)).await;
+    h.card("p2", &hpan(72), &at(-30, 0)).await;
+    for i in 0..600 {
+        h.publish(&payment(&hpan(72), &format!("o{i}"), &at(0, -80), 1000))
+            .await;
+    }
+    h.caught_up().await;
+    h.kill_engine();
+    h.start_engine().await;
+    h.caught_up().await;
+    let got = drain(&mut pushes, Duration::from_secs(3)).await;
+    assert_eq!(
+        got.last().map(|p| p["transaction_count"].clone()),
+        Some(json!(2)),
+        "the replayed change was not pushed: {got:?}"
+    );
+}
