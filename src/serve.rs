@@ -374,7 +374,9 @@ async fn refuse_a_gap(stream: &jetstream::stream::Stream, state_seq: u64) -> Res
         anyhow::bail!(
             "the stream starts at sequence {first}, but the state this engine can load ends at {state_seq} \
              ({}): messages {}..={} were purged and would be lost. Start the build and configuration that \
-             wrote the newest snapshot (see the warnings above for why it was not used), or restore a snapshot",
+             wrote the newest snapshot (see the warnings above for why it was not used), or restore a snapshot. \
+             A node of a cluster of another size has no snapshot of its own: changing the number of nodes needs \
+             the whole log (README, \"Running a cluster\", changing N)",
             if state_seq == 0 { "no usable snapshot" } else { "the newest usable snapshot" },
             state_seq + 1,
             first - 1
