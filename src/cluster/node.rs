@@ -6,8 +6,7 @@
 
 use super::peers::{local_lines, local_lookup};
 use super::wire::{
-    AtAsk, BeforeAnswer, BeforeAsk, HistogramAsk, Key, Line, LinesAsk, LookupAsk, PageAsk,
-    ProgressAnswer,
+    AtAsk, BeforeAnswer, BeforeAsk, HistogramAsk, Key, LinesAsk, LookupAsk, PageAsk, ProgressAnswer,
 };
 use crate::services::dispatch::answer_here;
 use crate::services::protocol::error_body;
@@ -139,9 +138,9 @@ async fn answer(ctx: &ServiceContext, op: &str, body: &[u8]) -> Bytes {
             }
             "lines" => {
                 let ask: LinesAsk = parse(body)?;
-                let lines = local_lines(&q.shards, ask.citizen, ask.period).await?;
-                let lines: Vec<Line> = lines.into_iter().map(Line::from).collect();
-                Ok(json(&lines))
+                Ok(json(
+                    &local_lines(&q.shards, ask.citizen, ask.period).await?,
+                ))
             }
             "lookup" => {
                 let ask: LookupAsk = parse(body)?;

@@ -17,7 +17,7 @@
 //! cut-off is the same for every citizen and moves slowly.
 
 use super::wire::{
-    AtAsk, BeforeAnswer, BeforeAsk, Found, HistogramAsk, Key, Line, LinesAsk, LookupAsk, PageAsk,
+    AtAsk, BeforeAnswer, BeforeAsk, Found, HistogramAsk, Key, LinesAsk, LookupAsk, PageAsk,
     ProgressAnswer,
 };
 use crate::nats::subjects::Subjects;
@@ -433,12 +433,12 @@ impl Peers {
         let ask = LinesAsk { citizen, period };
         let remote = join_all(
             self.others()
-                .map(|n| self.ask::<_, Vec<Line>>(n, "lines", &ask)),
+                .map(|n| self.ask::<_, Vec<StatementLine>>(n, "lines", &ask)),
         );
         let (local, remote) = futures::join!(local, remote);
         let mut out = local?;
         for r in remote {
-            out.extend(r?.into_iter().map(StatementLine::from));
+            out.extend(r?);
         }
         Ok(out)
     }

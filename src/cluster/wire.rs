@@ -2,7 +2,6 @@
 //! protocol, so that an operator can read it with `nats sub`).
 
 use cashback_engine::directory::CitizenIdx;
-use cashback_engine::ledger::StatementLine;
 use cashback_engine::period::PeriodIdx;
 use cashback_engine::rank::RankKey;
 use cashback_engine::time::Timestamp;
@@ -102,61 +101,6 @@ pub struct LinesAsk {
     pub citizen: CitizenIdx,
     /// Which period.
     pub period: PeriodIdx,
-}
-
-/// One statement line on the wire.
-#[derive(Debug, Serialize, Deserialize)]
-pub struct Line {
-    /// When the card was used.
-    pub trx_date: Timestamp,
-    /// Arrival order.
-    pub seq: u64,
-    /// Acquirer code.
-    pub acquirer: Arc<str>,
-    /// Circuit type.
-    pub circuit_type: u8,
-    /// Operation type.
-    pub operation_type: u8,
-    /// Cents.
-    pub amount: u64,
-    /// Cents left.
-    pub balance: u64,
-    /// Its score.
-    pub cashback: Decimal,
-    /// Excluded by an operator.
-    pub excluded: bool,
-}
-
-impl From<StatementLine> for Line {
-    fn from(l: StatementLine) -> Line {
-        Line {
-            trx_date: l.trx_date,
-            seq: l.seq,
-            acquirer: l.acquirer,
-            circuit_type: l.circuit_type,
-            operation_type: l.operation_type,
-            amount: l.amount,
-            balance: l.balance,
-            cashback: l.cashback,
-            excluded: l.excluded,
-        }
-    }
-}
-
-impl From<Line> for StatementLine {
-    fn from(l: Line) -> StatementLine {
-        StatementLine {
-            trx_date: l.trx_date,
-            seq: l.seq,
-            acquirer: l.acquirer,
-            circuit_type: l.circuit_type,
-            operation_type: l.operation_type,
-            amount: l.amount,
-            balance: l.balance,
-            cashback: l.cashback,
-            excluded: l.excluded,
-        }
-    }
 }
 
 /// `lookup`: citizens of the node, by number, for a payout page.

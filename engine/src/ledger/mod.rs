@@ -73,7 +73,8 @@ pub struct Payment {
 }
 
 /// One line of a citizen's statement (PROTOCOL.md, `cashback.query.transactions`).
-#[derive(Clone, Debug, PartialEq, Eq)]
+/// Serializable: in a cluster a citizen's lines come from every node.
+#[derive(Clone, Debug, PartialEq, Eq, serde::Serialize, serde::Deserialize)]
 pub struct StatementLine {
     /// When the card was used.
     pub trx_date: Timestamp,
