@@ -28,6 +28,8 @@ pub struct Config {
     pub stream_name: String,
     /// Stream retention, days.
     pub stream_max_age_days: u32,
+    /// How long the rejections' stream keeps them, days.
+    pub rejected_max_age_days: u32,
     /// Replicas of the stream and of the snapshot bucket when `serve`
     /// creates them: 3 on a 3-server cluster, so that losing one server
     /// loses neither the log nor the state. Existing ones keep theirs.
@@ -107,6 +109,7 @@ impl Default for Config {
             subject_prefix: "cashback".into(),
             stream_name: "CASHBACK".into(),
             stream_max_age_days: 400,
+            rejected_max_age_days: 7,
             stream_replicas: 1,
             duplicate_window_secs: 120,
             shards: 2,

@@ -131,8 +131,9 @@ fn mailbox_failure(e: MailboxError) -> anyhow::Error {
 /// How long a graceful shutdown waits for its final snapshot to be stored.
 const FINAL_SNAPSHOT_TIMEOUT: Duration = Duration::from_secs(60);
 
-/// How long a snapshot waits for the credits decided before it to be
-/// journaled (a cluster only) before it gives up until the next one.
+/// How long a snapshot waits for the rejections and (in a cluster) the
+/// credits decided before it to be stored before it gives up until the
+/// next one.
 const CREDITS_FLUSH_TIMEOUT: Duration = Duration::from_secs(30);
 
 /// What the pipeline is built from, besides its state.
@@ -237,6 +238,11 @@ impl Pipeline {
         let (done, pushed) = tokio::sync::oneshot::channel();
         if self.pushes.send(PushCmd::Flush(done)).await.is_ok() {
             let _ = pushed.await;
+        }
+        // Likewise the rejections decided before it: stored, or postponed.
+        if !self.rejections.flush(CREDITS_FLUSH_TIMEOUT).await {
+            tracing::warn!("rejections are not stored yet; snapshot postponed");
+            return Ok(());
         }
         if let Some(outbox) = &self.outbox {
             if !outbox.flush(CREDITS_FLUSH_TIMEOUT).await {

@@ -108,6 +108,7 @@ async fn serve(config: Config, options: ServeOptions) -> Result<()> {
     let js = jetstream::new(client.clone());
     let subjects = Subjects::new(&config.subject_prefix);
     let stream = ensure_stream(&js, &config, &subjects).await?;
+    crate::nats::stream::ensure_rejected_stream(&js, &config, &subjects).await?;
 
     let mut arbiters = Vec::new();
     let ranking_arbiter = Arbiter::new();
@@ -180,7 +181,7 @@ async fn serve(config: Config, options: ServeOptions) -> Result<()> {
             subjects: subjects.clone(),
             client: client.clone(),
             stream: stream.clone(),
-            rejections: RejectionPublisher::new(client.clone(), subjects.clone(), progress.clone()),
+            rejections: RejectionPublisher::new(js.clone(), subjects.clone(), progress.clone()),
             waiters: waiters.clone(),
             progress: progress.clone(),
         },

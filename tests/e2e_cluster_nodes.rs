@@ -543,6 +543,29 @@ async fn three_nodes_and_a_replica_answer_as_one_engine_through_kills() {
         );
         tokio::time::sleep(Duration::from_millis(200)).await;
     }
+    // And they are all kept in the rejections' stream, which the operator
+    // can read back after being away.
+    let kept = {
+        let js = jetstream::new(operator.clone());
+        let mut stream = js.get_stream("CASHBACK_REJECTED").await.unwrap();
+        let stored = stream.info().await.unwrap().state.messages;
+        let consumer = stream
+            .create_consumer(jetstream::consumer::pull::OrderedConfig::default())
+            .await
+            .unwrap();
+        let mut messages = consumer.messages().await.unwrap();
+        let mut kept = BTreeSet::new();
+        for _ in 0..stored {
+            let m = messages.next().await.unwrap().unwrap();
+            let v: Value = serde_json::from_slice(&m.payload).unwrap();
+            kept.insert((
+                v["seq"].as_u64().unwrap(),
+                v["reason"].as_str().unwrap().to_owned(),
+            ));
+        }
+        kept
+    };
+    assert_eq!(kept, want, "the rejections' stream");
     let reasons: BTreeMap<&str, usize> = want.iter().fold(BTreeMap::new(), |mut m, (_, r)| {
         *m.entry(r.as_str()).or_default() += 1;
         m

@@ -66,6 +66,43 @@ async fn ensure_stream_once(
     Ok(stream)
 }
 
+/// Creates (or adopts) the stream that keeps the rejections
+/// (`<stream>_REJECTED`, subjects `cashback.rejected.>`), so that each is
+/// stored, acknowledged, before the engine counts it published (see
+/// `rejections`), and an operator who was away can read the last
+/// `rejected_max_age_days` of them. Retried through leader elections.
+pub async fn ensure_rejected_stream(
+    js: &jetstream::Context,
+    config: &Config,
+    subjects: &Subjects,
+) -> Result<stream::Stream> {
+    let name = format!("{}_REJECTED", config.stream_name);
+    let step = format!("create or open stream {name}");
+    retry(&step, || async {
+        let stream = js
+            .get_or_create_stream(stream::Config {
+                name: name.clone(),
+                subjects: vec![subjects.rejected_filter()],
+                storage: stream::StorageType::File,
+                retention: stream::RetentionPolicy::Limits,
+                discard: stream::DiscardPolicy::Old,
+                max_age: Duration::from_secs(config.rejected_max_age_days as u64 * 86_400),
+                duplicate_window: Duration::from_secs(config.duplicate_window_secs),
+                num_replicas: config.stream_replicas,
+                ..Default::default()
+            })
+            .await
+            .with_context(|| format!("cannot create or open stream {name}"))?;
+        warn_on_other_replicas(
+            &name,
+            stream.cached_info().config.num_replicas,
+            config.stream_replicas,
+        );
+        Ok(stream)
+    })
+    .await
+}
+
 /// An existing stream (the log, or the snapshots' bucket) is adopted with
 /// the replicas it has: changing them is a cluster operation for the
 /// operator (`nats stream edit`), not a side effect of starting an engine.
