@@ -21,9 +21,18 @@ enum Command {
         /// Configuration file (TOML); default: the shipped config/cashback.toml.
         #[arg(long)]
         config: Option<PathBuf>,
-        /// NATS server URL (overrides the configuration).
+        /// NATS server URL, or several servers of one cluster
+        /// comma-separated (overrides the configuration).
         #[arg(long, env = "CASHBACK_NATS_URL")]
         nats_url: Option<String>,
+        /// Run node K of a cluster of `--nodes` (overrides `node` of the
+        /// configuration and CASHBACK_NODE).
+        #[arg(long, value_name = "K", requires = "nodes")]
+        node: Option<u16>,
+        /// How many nodes the cluster has (overrides `nodes` and
+        /// CASHBACK_NODES).
+        #[arg(long, value_name = "N", requires = "node")]
+        nodes: Option<u16>,
         /// Print a status line every second.
         #[arg(long)]
         status: bool,
@@ -142,12 +151,19 @@ fn main() -> Result<()> {
         Command::Serve {
             config,
             nats_url,
+            node,
+            nodes,
             status,
             demo,
         } => {
             let mut config = Config::load(config.as_deref())?;
             if let Some(url) = nats_url {
                 config.nats_url = url;
+            }
+            if let (Some(node), Some(nodes)) = (node, nodes) {
+                config.node = node;
+                config.nodes = nodes;
+                config.check()?;
             }
             if demo {
                 cashback::demo::ensure_current_period(&mut config);
