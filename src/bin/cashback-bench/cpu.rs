@@ -1,5 +1,5 @@
-//! Who used the CPU during a phase of a benchmark: the engine, nats-server
-//! and the whole machine, from `/proc`. The benchmarks run on 2 cores shared
+//! Who used the CPU during a phase of a benchmark: the engine, nats-server,
+//! the benchmark itself and the whole machine, from `/proc`. The benchmarks run on 2 cores shared
 //! with the load generator (and, on a development machine, with whatever
 //! else runs there), so a latency figure is only readable next to how much
 //! CPU each side had; the load average says what else wanted it.
@@ -74,18 +74,25 @@ pub struct CpuUse {
     pub engine: f64,
     /// The nats-server process.
     pub nats: f64,
-    /// Every process of the machine, the benchmark's own included.
+    /// This benchmark's process (the load generator).
+    pub bench: f64,
+    /// Every process of the machine, these three included: the rest is
+    /// what else ran.
     pub machine: f64,
     /// The 1-minute load average at the end of the phase.
     pub load: f64,
 }
 
 impl CpuUse {
-    /// "engine 0.91, nats 0.55, machine 1.93 cores; load 2.4".
+    /// "engine 0.91, nats 0.55, bench 0.30, others 0.17; load 2.4".
     pub fn text(&self) -> String {
         format!(
-            "engine {:.2}, nats {:.2}, machine {:.2}; load {:.1}",
-            self.engine, self.nats, self.machine, self.load
+            "engine {:.2}, nats {:.2}, bench {:.2}, others {:.2}; load {:.1}",
+            self.engine,
+            self.nats,
+            self.bench,
+            (self.machine - self.engine - self.nats - self.bench).max(0.0),
+            self.load
         )
     }
 }
@@ -96,9 +103,10 @@ pub struct CpuMeter {
     engine: u32,
     /// nats-server's pid.
     nats: u32,
-    /// Ticks of each at the start.
+    /// Ticks of each, and of this process, at the start.
     engine_ticks: u64,
     nats_ticks: u64,
+    bench_ticks: u64,
     /// The machine's (busy, total, cores) ticks at the start.
     machine: (u64, u64, usize),
     /// When the phase started.
@@ -113,6 +121,7 @@ impl CpuMeter {
             nats,
             engine_ticks: process_ticks(engine),
             nats_ticks: process_ticks(nats),
+            bench_ticks: process_ticks(std::process::id()),
             machine: machine_ticks(),
             started: Instant::now(),
         }
@@ -130,6 +139,7 @@ impl CpuMeter {
         CpuUse {
             engine: cores(process_ticks(self.engine).saturating_sub(self.engine_ticks)),
             nats: cores(process_ticks(self.nats).saturating_sub(self.nats_ticks)),
+            bench: cores(process_ticks(std::process::id()).saturating_sub(self.bench_ticks)),
             // Busy share of every core's time, times the cores.
             machine: if total == 0 {
                 f64::NAN

@@ -606,8 +606,8 @@ fn setup_text(args: &Args, new_cards: u64, load_before: f64, load_after: f64) ->
          the reference. A warm-up of {} s on each first. \"engine <= X ms\": the engine's own p99 of the kind over \
          the phase (its `cashback_query_latency_seconds` or `cashback_enrollment_latency_seconds`, request taken to \
          reply sent; the bound of the bucket), so that the rest of the client's p99 is transport and waiting to be \
-         taken. CPU is in cores over the phase (engine process, nats-server \
-         process, the whole machine including this load generator); load is the 1-minute load average at the phase's \
+         taken. CPU is in cores over the phase: the engine process, the \
+         nats-server process, this load generator, and the rest of the machine (other sessions); load is the 1-minute load average at the phase's \
          end ({load_before:.1} before the measured phases, {load_after:.1} after the ramp).",
         args.citizens,
         args.payments,
