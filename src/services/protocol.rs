@@ -35,10 +35,16 @@ fn max_page() -> usize {
 }
 
 /// Reads a request body; `shape` tells a client that sent something else
-/// what was expected.
+/// what was expected. Only a JSON object is a request (PROTOCOL.md): serde
+/// would also read a struct from an array of its fields in order, so that
+/// `["c42"]` would pass as `{"citizen_id": "c42"}` and `[]` as `{}`.
 pub fn parse<T: DeserializeOwned>(body: &[u8], shape: &str) -> Result<T, Refusal> {
-    serde_json::from_slice(body)
-        .map_err(|e| Refusal::new(ErrorCode::BadRequest, format!("expected {shape}: {e}")))
+    let refuse =
+        |why: String| Refusal::new(ErrorCode::BadRequest, format!("expected {shape}: {why}"));
+    if body.iter().find(|b| !b.is_ascii_whitespace()) != Some(&b'{') {
+        return Err(refuse("the request must be a JSON object".into()));
+    }
+    serde_json::from_slice(body).map_err(|e| refuse(e.to_string()))
 }
 
 /// Refuses a page `limit` over [`MAX_PAGE`].

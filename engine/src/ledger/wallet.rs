@@ -31,9 +31,13 @@ pub struct WalletCard {
 }
 
 impl WalletCard {
-    /// Whether its last window is open.
+    /// Whether one of its windows is open: at most one is (the directory
+    /// opens a window only when none of the card's is), and it is the
+    /// latest enrolled, but not always the latest by `activated_at`, which
+    /// is how [`Wallets::of`] orders them: an activation relayed late, older
+    /// than the card's previous window, sorts the open window first.
     pub fn active(&self) -> bool {
-        self.windows.last().is_some_and(|w| w.until.is_none())
+        self.windows.iter().any(|w| w.until.is_none())
     }
 }
 
@@ -142,5 +146,28 @@ mod tests {
         assert_eq!(cards[1].windows[0].until, Some(ts("2021-02-01T00:00:00Z")));
         assert!(cards[1].active());
         assert!(w.of(8).is_empty());
+    }
+
+    #[test]
+    fn a_window_opened_backdated_keeps_the_card_active() {
+        let mut w = Wallets::default();
+        let a = Hpan([3; 32]);
+        let open = |from| WalletChange::Opened {
+            citizen: 7,
+            hpan: a,
+            from: ts(from),
+        };
+        w.apply(&open("2021-02-01T00:00:00Z"));
+        w.apply(&WalletChange::Closed {
+            citizen: 7,
+            hpan: a,
+            until: ts("2021-03-01T00:00:00Z"),
+        });
+        w.apply(&open("2021-01-01T00:00:00Z"));
+        let cards = w.of(7);
+        // Oldest first: the open window sorts before the closed one.
+        assert_eq!(cards[0].windows[0].until, None);
+        assert!(cards[0].windows[1].until.is_some());
+        assert!(cards[0].active());
     }
 }

@@ -464,7 +464,18 @@ pub use cashback::commands::engine_health::metric_value;
 
 /// The cumulative buckets (upper bound, count) of a histogram without labels.
 pub fn histogram_buckets(text: &str, name: &str) -> Vec<(f64, f64)> {
-    let prefix = format!("{name}_bucket{{le=\"");
+    labeled_histogram_buckets(text, name, "")
+}
+
+/// The cumulative buckets (upper bound, count) of one series of a histogram:
+/// `labels` as the exporter renders them before `le`, e.g.
+/// `query="wallet"` (empty: the series without labels).
+pub fn labeled_histogram_buckets(text: &str, name: &str, labels: &str) -> Vec<(f64, f64)> {
+    let prefix = if labels.is_empty() {
+        format!("{name}_bucket{{le=\"")
+    } else {
+        format!("{name}_bucket{{{labels},le=\"")
+    };
     text.lines()
         .filter_map(|l| {
             let rest = l.strip_prefix(&prefix)?;
@@ -754,6 +765,26 @@ pub struct RequestLoad {
 }
 
 impl RequestLoad {
+    /// Tallies `outcomes` (each with its latency) of requests answered at
+    /// `rate` per second.
+    pub fn tally(rate: f64, outcomes: Vec<(Duration, Outcome)>) -> RequestLoad {
+        let mut load = RequestLoad {
+            rate,
+            latencies: Latencies::new(outcomes.iter().map(|r| r.0).collect()),
+            ok: 0,
+            errors: BTreeMap::new(),
+            no_reply: 0,
+        };
+        for (_, outcome) in outcomes {
+            match outcome {
+                Outcome::Ok => load.ok += 1,
+                Outcome::Error(code) => *load.errors.entry(code).or_default() += 1,
+                Outcome::NoReply => load.no_reply += 1,
+            }
+        }
+        load
+    }
+
     /// Every request that did not get `"ok": true`.
     pub fn failures(&self) -> usize {
         self.errors.values().sum::<usize>() + self.no_reply
@@ -778,13 +809,30 @@ impl RequestLoad {
 }
 
 /// What a reply said.
-enum Outcome {
+pub enum Outcome {
     /// `"ok": true`.
     Ok,
     /// `"ok": false` with this code.
     Error(String),
     /// Timed out or nobody answered.
     NoReply,
+}
+
+impl Outcome {
+    /// Reads a request's result: every reply of the protocol starts with
+    /// `{"ok":true` when it is not a refusal.
+    pub fn of(reply: Result<async_nats::Message, async_nats::RequestError>) -> Outcome {
+        match reply {
+            Ok(m) if m.payload.starts_with(b"{\"ok\":true") => Outcome::Ok,
+            Ok(m) => Outcome::Error(
+                serde_json::from_slice::<serde_json::Value>(&m.payload)
+                    .ok()
+                    .and_then(|v| v["error"]["code"].as_str().map(str::to_owned))
+                    .unwrap_or_else(|| "unreadable_reply".into()),
+            ),
+            Err(_) => Outcome::NoReply,
+        }
+    }
 }
 
 /// Sends every body once to `subject` from one connection with `in_flight`
@@ -804,38 +852,36 @@ pub async fn request_load(
             let subject = subject.to_owned();
             async move {
                 let t = Instant::now();
-                let outcome = match client.request(subject, body).await {
-                    Ok(m) if m.payload.starts_with(b"{\"ok\":true") => Outcome::Ok,
-                    Ok(m) => Outcome::Error(
-                        serde_json::from_slice::<serde_json::Value>(&m.payload)
-                            .ok()
-                            .and_then(|v| v["error"]["code"].as_str().map(str::to_owned))
-                            .unwrap_or_else(|| "unreadable_reply".into()),
-                    ),
-                    Err(_) => Outcome::NoReply,
-                };
+                let outcome = Outcome::of(client.request(subject, body).await);
                 (t.elapsed(), outcome)
             }
         })
         .buffer_unordered(in_flight)
         .collect()
         .await;
-    let rate = count as f64 / started.elapsed().as_secs_f64();
-    let mut load = RequestLoad {
-        rate,
-        latencies: Latencies::new(results.iter().map(|r| r.0).collect()),
-        ok: 0,
-        errors: BTreeMap::new(),
-        no_reply: 0,
-    };
-    for (_, outcome) in results {
-        match outcome {
-            Outcome::Ok => load.ok += 1,
-            Outcome::Error(code) => *load.errors.entry(code).or_default() += 1,
-            Outcome::NoReply => load.no_reply += 1,
+    RequestLoad::tally(count as f64 / started.elapsed().as_secs_f64(), results)
+}
+
+/// Starts an echo responder on `client`: it answers every request on
+/// `subject` at once with a small query-shaped reply and does no work, so
+/// that what it costs is what NATS request-reply alone costs on this server
+/// and machine, the reference of the request benchmarks. Abort the handle
+/// to stop it.
+pub async fn echo_responder(
+    client: &async_nats::Client,
+    subject: &str,
+) -> Result<tokio::task::JoinHandle<()>> {
+    let mut requests = client.subscribe(subject.to_owned()).await?;
+    let responder = client.clone();
+    Ok(tokio::spawn(async move {
+        while let Some(m) = requests.next().await {
+            if let Some(reply) = m.reply {
+                let _ = responder
+                    .publish(reply, bytes::Bytes::from_static(br#"{"ok":true,"echo":1}"#))
+                    .await;
+            }
         }
-    }
-    load
+    }))
 }
 
 /// What `main` needs of every benchmark's options.

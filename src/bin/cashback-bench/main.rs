@@ -9,7 +9,9 @@
 
 mod catchup;
 mod common;
+mod cpu;
 mod enrollment;
+mod launch_day;
 mod live;
 mod memory;
 mod queries;
@@ -51,6 +53,10 @@ enum Bench {
     Live(live::Args),
     /// Enrollment requests/s and latency at saturation from one connection.
     Enrollment(enrollment::Args),
+    /// The app's launch-day mix (wallet, citizen query, new card,
+    /// statement), open loop from one connection at `--rates`, while
+    /// authorizations are published; next to an echo responder.
+    LaunchDay(launch_day::Args),
     /// Resident memory per citizen.
     Memory(memory::Args),
     /// The rank index example, next to Redis.
@@ -95,6 +101,7 @@ impl Bench {
             Bench::Statement(args) => statement::run(args).await,
             Bench::Live(args) => live::run(args).await,
             Bench::Enrollment(args) => enrollment::run(args).await,
+            Bench::LaunchDay(args) => launch_day::run(args).await,
             Bench::Memory(args) => memory::run(args).await,
             Bench::Rank(args) => rank::run(args).await,
             Bench::Restart(args) => restart::run(args).await,
@@ -111,6 +118,7 @@ impl Bench {
             ("statement", Bench::Statement(defaults(scale))),
             ("live", Bench::Live(defaults(scale))),
             ("enrollment", Bench::Enrollment(defaults(scale))),
+            ("launch-day", Bench::LaunchDay(defaults(scale))),
             ("memory", Bench::Memory(defaults(scale))),
             ("rank", Bench::Rank(defaults(scale))),
         ]

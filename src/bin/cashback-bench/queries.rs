@@ -4,11 +4,11 @@
 //! the gap between the two is the engine's own share.
 
 use crate::common::{
-    prepublish, request_load, scale_counts, verdict, Harness, Options, Report, BENCH_COMMAND,
+    echo_responder, prepublish, request_load, scale_counts, verdict, Harness, Options, Report,
+    BENCH_COMMAND,
 };
 use anyhow::Result;
 use cashback::sim::citizen_id;
-use futures::StreamExt;
 use serde_json::json;
 
 /// Issue 3's goal for position queries from one client.
@@ -53,19 +53,8 @@ pub async fn run(args: &Args) -> Result<Report> {
     let engine = h.engine()?;
     engine.wait_applied(last).await?;
 
-    // Reference: an echo responder on the same server, answering a
-    // query-shaped reply without doing any work.
-    let mut echo = h.client.subscribe("bench.echo").await?;
-    let responder = h.client.clone();
-    let echo_task = tokio::spawn(async move {
-        while let Some(m) = echo.next().await {
-            if let Some(reply) = m.reply {
-                let _ = responder
-                    .publish(reply, bytes::Bytes::from_static(br#"{"ok":true,"echo":1}"#))
-                    .await;
-            }
-        }
-    });
+    // Reference: an echo responder on the same server.
+    let echo_task = echo_responder(&h.client, "bench.echo").await?;
     let bodies = |n: usize| -> Vec<bytes::Bytes> {
         (0..n)
             .map(|i| {
