@@ -70,6 +70,10 @@ pub fn parse_request(body: &[u8]) -> Result<ExclusionCommand, EnrollError> {
             "the request is over {MAX_REQUEST_BYTES} bytes"
         )));
     }
+    // serde reads a struct from a JSON array too: the protocol wants an object.
+    if body.iter().find(|b| !b.is_ascii_whitespace()) != Some(&b'{') {
+        return Err(bad("the request must be a JSON object"));
+    }
     let cmd: ExclusionCommand = serde_json::from_slice(body).map_err(|e| {
         bad(format!(
             "expected {{\"hpan\", \"acquirer_code\", \"acquirer_id\", \"id_trx_acquirer\", \
