@@ -168,5 +168,22 @@ mod tests {
             parse_request(b"[]").unwrap_err().code,
             ErrorCode::BadRequest
         );
+        // A struct's fields as a JSON array are not a request either (serde
+        // would read them so).
+        let r = request();
+        let array = json!([
+            r["hpan"],
+            r["acquirer_code"],
+            r["acquirer_id"],
+            r["id_trx_acquirer"],
+            r["operation_type"],
+            r["trx_date"],
+            r["reason"]
+        ])
+        .to_string();
+        assert_eq!(
+            parse_request(array.as_bytes()).unwrap_err().code,
+            ErrorCode::BadRequest
+        );
     }
 }
