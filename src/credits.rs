@@ -18,6 +18,7 @@
 //! every credit decided before its position is acknowledged, so a restart
 //! from it decides the unpublished ones again and publishes them.
 
+use crate::nats::publisher::publish_until_stored;
 use crate::nats::subjects::Subjects;
 use async_nats::jetstream;
 use cashback_engine::item::Credit;
@@ -93,26 +94,7 @@ async fn publish(
         let first = batch.first().map(|c| c.id);
         let last = batch.last().map(|c| c.id);
         let id = format!("credit/{node}/{first:?}/{last:?}");
-        let mut backoff = Duration::from_millis(100);
-        loop {
-            let mut headers = async_nats::HeaderMap::new();
-            headers.insert("Nats-Msg-Id", id.as_str());
-            let stored = match js
-                .publish_with_headers(subject.clone(), headers, body.clone())
-                .await
-            {
-                Ok(ack) => ack.await.map(|_| ()).map_err(|e| e.to_string()),
-                Err(e) => Err(e.to_string()),
-            };
-            match stored {
-                Ok(()) => break,
-                Err(e) => {
-                    tracing::warn!(error = %e, "cannot journal credits for other nodes yet; retrying");
-                    tokio::time::sleep(backoff).await;
-                    backoff = (backoff * 2).min(Duration::from_secs(5));
-                }
-            }
-        }
+        publish_until_stored(&js, &subject, &id, body, "credits for other nodes").await;
         acked.fetch_add(1, Relaxed);
     }
 }

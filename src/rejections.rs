@@ -12,6 +12,7 @@
 //! sends. A snapshot waits until every rejection decided before it is
 //! stored, since a restart from it does not decide them again.
 
+use crate::nats::publisher::publish_until_stored;
 use crate::nats::subjects::Subjects;
 use crate::progress::Progress;
 use async_nats::jetstream;
@@ -143,28 +144,8 @@ async fn store(
     }
 }
 
-/// Stores one rejection, retrying until the stream has it (JetStream drops
-/// a retry of one it already stored, by its message id).
+/// Stores one rejection, retrying until the stream has it.
 async fn store_one(js: jetstream::Context, (subject, body, seq): Outgoing) {
     let id = format!("rejected/{seq}");
-    let mut backoff = Duration::from_millis(100);
-    loop {
-        let mut headers = async_nats::HeaderMap::new();
-        headers.insert("Nats-Msg-Id", id.as_str());
-        let stored = match js
-            .publish_with_headers(subject.clone(), headers, body.clone())
-            .await
-        {
-            Ok(ack) => ack.await.map(|_| ()).map_err(|e| e.to_string()),
-            Err(e) => Err(e.to_string()),
-        };
-        match stored {
-            Ok(()) => return,
-            Err(e) => {
-                tracing::warn!(seq, error = %e, "a rejection is not stored yet; retrying");
-                tokio::time::sleep(backoff).await;
-                backoff = (backoff * 2).min(Duration::from_secs(5));
-            }
-        }
-    }
+    publish_until_stored(&js, &subject, &id, body, "a rejection").await;
 }

@@ -1,5 +1,7 @@
-//! JetStream publishing with a bounded window of outstanding PubAcks, shared
-//! by the client commands (`import`, `simulate`) and the demo traffic.
+//! JetStream publishing: a bounded window of outstanding PubAcks, shared
+//! by the client commands (`import`, `simulate`) and the demo traffic; and
+//! the engine's own publishing of what it must not lose
+//! ([`publish_until_stored`]).
 //!
 //! "Published" means acknowledged: a message counts only once its PubAck is
 //! back. Keeping a window of acks in flight is what makes JetStream fast
@@ -81,5 +83,40 @@ impl AckWindow {
     /// Waits for every outstanding ack.
     pub async fn finish(&mut self) -> Result<()> {
         self.settle(0).await
+    }
+}
+
+/// Publishes `body` to `subject` with `Nats-Msg-Id` `id` and retries, with
+/// a backoff of 100 ms doubling to 5 s, until JetStream acknowledges it:
+/// for what the engine itself must not lose (rejections, credits for other
+/// nodes), whatever a server's failure or a leader election. A retry of a
+/// message JetStream already stored is dropped by its id inside the
+/// duplicate window. `what` names it in the warning of a failed try.
+pub async fn publish_until_stored(
+    js: &jetstream::Context,
+    subject: &str,
+    id: &str,
+    body: bytes::Bytes,
+    what: &str,
+) {
+    let mut backoff = std::time::Duration::from_millis(100);
+    loop {
+        let mut headers = HeaderMap::new();
+        headers.insert("Nats-Msg-Id", id);
+        let stored = match js
+            .publish_with_headers(subject.to_owned(), headers, body.clone())
+            .await
+        {
+            Ok(ack) => ack.await.map(|_| ()).map_err(|e| e.to_string()),
+            Err(e) => Err(e.to_string()),
+        };
+        match stored {
+            Ok(()) => return,
+            Err(e) => {
+                tracing::warn!(id, error = %e, "{what} not stored yet; retrying");
+                tokio::time::sleep(backoff).await;
+                backoff = (backoff * 2).min(std::time::Duration::from_secs(5));
+            }
+        }
     }
 }
