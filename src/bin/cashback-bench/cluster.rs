@@ -32,7 +32,7 @@
 //!    received it (see [`route_queries`]).
 //! 8. The projection (see [`Model`]).
 //!
-//! Not in `all`: at its defaults it takes about 15 minutes on 2 cores, more
+//! Not in `all`: at its defaults it takes 15-20 minutes on 2 cores, more
 //! than the suite's budget has room for; run it alone.
 
 use crate::catchup::raw_consume;
@@ -1103,6 +1103,7 @@ fn steps_table(steps: &[Step], stream: &Stream, split: Option<(f64, f64)>) -> St
 /// The projection onto nodes of 24 GiB.
 fn projection_table(model: &Model, single: &Settled, stream: &Stream) -> String {
     let gib = |b: f64| format!("{:.1} GiB", b / GIB);
+    let mib = |b: f64| format!("{:.0} MiB", b / MIB);
     let fits = |b: f64| if b < GOAL_NODE_BYTES { "yes" } else { "no" };
     let rows: Vec<String> = PROJECTED_NODES
         .map(|n| {
@@ -1174,9 +1175,9 @@ fn projection_table(model: &Model, single: &Settled, stream: &Stream) -> String 
          under 18 GiB): {} (split), {} (all per payment).{in_the_way}",
         PROGRAMME_PAYMENTS / 1e6,
         NODE_MEMORY / GIB,
-        gib(model.empty),
+        mib(model.empty),
         gib(model.directory),
-        gib(model.beyond),
+        mib(model.beyond),
         gib(model.fixed()),
         model.partitions,
         model.partitions,

@@ -63,7 +63,7 @@ enum Bench {
     /// Cluster nodes: per-node memory and catch-up with N = 1 and N = 3
     /// over the same log, a citizen query through a non-owning node next
     /// to the owning one, and the projection of the real programme onto
-    /// nodes of 24 GiB (not in `all`: about 15 minutes).
+    /// nodes of 24 GiB (not in `all`: 15-20 minutes).
     Cluster(cluster::Args),
     /// Every benchmark in sequence with its defaults, under one header.
     All(AllArgs),
