@@ -191,7 +191,7 @@ async fn timed_catch_up(engine: Engine, last: u64) -> Result<CatchUp> {
 
 /// Raw: an ordered consumer from the stream's start, a borrowed decode of
 /// every message, until sequence `last`.
-async fn raw_consume(js: &jetstream::Context, last: u64) -> Result<Duration> {
+pub async fn raw_consume(js: &jetstream::Context, last: u64) -> Result<Duration> {
     let stream = js.get_stream(Config::default().stream_name).await?;
     let started = Instant::now();
     let consumer = stream

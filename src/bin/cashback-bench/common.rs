@@ -218,6 +218,19 @@ impl Harness {
         Engine::spawn(self.server.url(), &self.config)
     }
 
+    /// Starts cluster node `node` of `nodes` on this server (PROTOCOL.md
+    /// section 8): it keeps the partitions `p % nodes == node`.
+    pub fn node(&self, node: u16, nodes: u16) -> Result<Engine> {
+        Engine::spawn_with(
+            self.server.url(),
+            &self.config,
+            &[
+                ("CASHBACK_NODE", node.to_string()),
+                ("CASHBACK_NODES", nodes.to_string()),
+            ],
+        )
+    }
+
     /// Deletes every snapshot an earlier engine of this run stored, so that
     /// the next one replays the whole log (an engine restores a snapshot it
     /// finds, whatever its own snapshot interval).
@@ -323,6 +336,12 @@ pub struct Engine {
 impl Engine {
     /// Starts the release `cashback` binary that sits beside this one.
     pub fn spawn(url: &str, config: &Path) -> Result<Engine> {
+        Engine::spawn_with(url, config, &[])
+    }
+
+    /// The same, with these environment variables set too (a cluster
+    /// node's `CASHBACK_NODE` and `CASHBACK_NODES`).
+    pub fn spawn_with(url: &str, config: &Path, env: &[(&str, String)]) -> Result<Engine> {
         let exe = std::env::current_exe()?.with_file_name("cashback");
         if !exe.is_file() {
             bail!(
@@ -337,6 +356,7 @@ impl Engine {
             .args(["--nats-url", url])
             .env("CASHBACK_METRICS_LISTEN", format!("127.0.0.1:{port}"))
             .env("CASHBACK_LOG", "warn")
+            .envs(env.iter().map(|(k, v)| (k, v)))
             .stdout(Stdio::null())
             .spawn()
             .context("start the engine")?;
@@ -375,20 +395,29 @@ impl Engine {
     /// it found at start), polling every 5 ms so that a catch-up time is
     /// exact to a few ms; fails if the engine exits or takes too long.
     pub async fn wait_applied(&self, last: u64) -> Result<()> {
-        let deadline = Instant::now() + CATCH_UP_TIMEOUT;
+        self.wait_until(last, true, CATCH_UP_TIMEOUT).await
+    }
+
+    /// Waits until the engine has applied sequence `seq`, and, if
+    /// `replayed`, also replayed what it found at start: without it, a
+    /// point inside the start-up replay can be waited for (to read the
+    /// memory there). Polls every 5 ms; fails if the engine exits or
+    /// `timeout` passes.
+    pub async fn wait_until(&self, seq: u64, replayed: bool, timeout: Duration) -> Result<()> {
+        let deadline = Instant::now() + timeout;
         loop {
             if let Some(h) = self.health().await {
-                if h.replayed && h.applied_seq >= last {
+                if (h.replayed || !replayed) && h.applied_seq >= seq {
                     return Ok(());
                 }
             }
             if let Some(status) = self.exited()? {
-                bail!("the engine exited with {status} before applying sequence {last}");
+                bail!("the engine exited with {status} before applying sequence {seq}");
             }
             if Instant::now() > deadline {
                 bail!(
-                    "the engine did not apply sequence {last} within {} s",
-                    CATCH_UP_TIMEOUT.as_secs()
+                    "the engine did not apply sequence {seq} within {} s",
+                    timeout.as_secs()
                 );
             }
             tokio::time::sleep(Duration::from_millis(5)).await;
@@ -408,17 +437,30 @@ impl Engine {
 
     /// Resident and peak resident memory (VmRSS, VmHWM) of the engine, bytes.
     pub fn memory(&self) -> Result<(u64, u64)> {
-        let status = std::fs::read_to_string(format!("/proc/{}/status", self.pid()))?;
-        let field = |name: &str| -> Result<u64> {
-            let kb = status
-                .lines()
-                .find_map(|l| l.strip_prefix(name))
-                .and_then(|rest| rest.split_whitespace().next())
-                .and_then(|kb| kb.parse::<u64>().ok())
-                .with_context(|| format!("no {name} in /proc/{}/status", self.pid()))?;
-            Ok(kb * 1024)
+        process_memory(self.pid())
+    }
+
+    /// CPU time the engine has used so far (user + system), seconds: where
+    /// several processes share the cores, what each one's work cost.
+    pub fn cpu_seconds(&self) -> Result<f64> {
+        let stat = std::fs::read_to_string(format!("/proc/{}/stat", self.pid()))?;
+        // Fields after the command name, which is in parentheses and may
+        // hold spaces: utime and stime are the 14th and 15th of the line.
+        let rest = stat
+            .rsplit_once(')')
+            .map(|(_, r)| r)
+            .context("unreadable /proc/<pid>/stat")?;
+        let fields: Vec<&str> = rest.split_whitespace().collect();
+        let ticks = |i: usize| -> Result<f64> {
+            fields
+                .get(i)
+                .and_then(|v| v.parse::<f64>().ok())
+                .context("unreadable /proc/<pid>/stat")
         };
-        Ok((field("VmRSS:")?, field("VmHWM:")?))
+        // SAFETY: sysconf only reads a system constant.
+        let per_sec = unsafe { libc::sysconf(libc::_SC_CLK_TCK) } as f64;
+        // After ')': state is field 3, so utime (14) and stime (15) are at 11 and 12.
+        Ok((ticks(11)? + ticks(12)?) / per_sec)
     }
 
     /// SIGTERM (the engine drains what is in flight), then waits.
@@ -454,6 +496,36 @@ impl Drop for Engine {
     }
 }
 
+/// Resident and peak resident memory (VmRSS, VmHWM) of process `pid`,
+/// bytes: the engine's, or this benchmark's own (`std::process::id()`) when
+/// it builds state in process.
+pub fn process_memory(pid: u32) -> Result<(u64, u64)> {
+    let status = std::fs::read_to_string(format!("/proc/{pid}/status"))?;
+    let field = |name: &str| -> Result<u64> {
+        let kb = status
+            .lines()
+            .find_map(|l| l.strip_prefix(name))
+            .and_then(|rest| rest.split_whitespace().next())
+            .and_then(|kb| kb.parse::<u64>().ok())
+            .with_context(|| format!("no {name} in /proc/{pid}/status"))?;
+        Ok(kb * 1024)
+    };
+    Ok((field("VmRSS:")?, field("VmHWM:")?))
+}
+
+/// Gives the memory of dropped state back to the system. Why: the
+/// allocator keeps freed small blocks for reuse, so without this the
+/// `restart` benchmark's process stayed at ~12 GB after dropping its state,
+/// and the engine restoring beside it was killed for lack of memory at full
+/// scale; and a resident size read as a baseline would count them.
+pub fn release_freed_memory() {
+    // SAFETY: malloc_trim only returns free pages of the allocator's own
+    // heaps to the kernel; no live allocation is touched.
+    unsafe {
+        libc::malloc_trim(0);
+    }
+}
+
 /// One GET on loopback; the body, or None on any failure.
 async fn http_get(port: u16, path: &str) -> Option<String> {
     let addr = format!("127.0.0.1:{port}");
@@ -461,6 +533,25 @@ async fn http_get(port: u16, path: &str) -> Option<String> {
 }
 
 pub use cashback::commands::engine_health::metric_value;
+
+/// The sum of every series of metric `name` whose labels include `label`
+/// (e.g. `outcome="counted"`), whatever its other labels: a cluster node
+/// adds `node="K"` to every series, which [`metric_value`]'s exact series
+/// name would miss. 0 when there is none.
+pub fn metric_sum(text: &str, name: &str, label: &str) -> f64 {
+    text.lines()
+        .filter_map(|l| {
+            let rest = l.strip_prefix(name)?;
+            let (labels, value) = match rest.strip_prefix('{') {
+                Some(r) => r.split_once("} ")?,
+                None => ("", rest.strip_prefix(' ')?),
+            };
+            labels
+                .contains(label)
+                .then(|| value.trim().parse::<f64>().ok())?
+        })
+        .sum()
+}
 
 /// The cumulative buckets (upper bound, count) of a histogram without labels.
 pub fn histogram_buckets(text: &str, name: &str) -> Vec<(f64, f64)> {
@@ -596,24 +687,41 @@ pub async fn journal_citizens(
     subjects: &Subjects,
     citizens: std::ops::Range<usize>,
 ) -> Result<()> {
-    let since = Timestamp::now().plus_secs(-80 * 86_400).to_rome_rfc3339();
+    let since = enrolled_since();
     for c in citizens {
-        let cmd = EnrollCommand::Citizen {
-            citizen_id: citizen_id(c),
-            iban: make_iban("IT", &format!("X0542811101{c:012}")),
-            tc_accepted_at: since.clone(),
-        };
+        let cmd = citizen_enrollment(c, &since);
         p.send(subjects.journal(), None, cmd.to_journal()).await?;
         for card in 0..cards_of(c) {
-            let cmd = EnrollCommand::Card {
-                citizen_id: citizen_id(c),
-                hpan: hpan(c, card),
-                activated_at: since.clone(),
-            };
+            let cmd = card_enrollment(c, card, &since);
             p.send(subjects.journal(), None, cmd.to_journal()).await?;
         }
     }
     Ok(())
+}
+
+/// When the benchmarks' citizens accepted the T&C and activated their
+/// cards: 80 days ago, inside the benchmark period (see `bench_config`).
+pub fn enrolled_since() -> String {
+    Timestamp::now().plus_secs(-80 * 86_400).to_rome_rfc3339()
+}
+
+/// The enrollment of simulator citizen `c` as the benchmarks journal it.
+pub fn citizen_enrollment(c: usize, since: &str) -> EnrollCommand {
+    EnrollCommand::Citizen {
+        citizen_id: citizen_id(c),
+        iban: make_iban("IT", &format!("X0542811101{c:012}")),
+        tc_accepted_at: since.to_owned(),
+    }
+}
+
+/// The activation of citizen `c`'s card number `card` (the simulator's
+/// `hpan(c, card)`) as the benchmarks journal it.
+pub fn card_enrollment(c: usize, card: usize, since: &str) -> EnrollCommand {
+    EnrollCommand::Card {
+        citizen_id: citizen_id(c),
+        hpan: hpan(c, card),
+        activated_at: since.to_owned(),
+    }
 }
 
 /// Fills the stream: `citizens` citizens' enrollments, then `count` of the

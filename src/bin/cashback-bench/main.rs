@@ -8,6 +8,7 @@
 //! One file per benchmark; `common.rs` holds what they share.
 
 mod catchup;
+mod cluster;
 mod common;
 mod cpu;
 mod enrollment;
@@ -65,6 +66,11 @@ enum Bench {
     /// payments, and that snapshot's encode time, size and upload (not in
     /// `all`: it needs ~20 GB of memory and several minutes).
     Restart(restart::Args),
+    /// Cluster nodes: per-node memory and catch-up with N = 1 and N = 3
+    /// over the same log, a citizen query through a non-owning node next
+    /// to the owning one, and the projection of the real programme onto
+    /// nodes of 24 GiB (not in `all`: 15-20 minutes).
+    Cluster(cluster::Args),
     /// Every benchmark in sequence with its defaults, under one header.
     All(AllArgs),
 }
@@ -105,6 +111,7 @@ impl Bench {
             Bench::Memory(args) => memory::run(args).await,
             Bench::Rank(args) => rank::run(args).await,
             Bench::Restart(args) => restart::run(args).await,
+            Bench::Cluster(args) => cluster::run(args).await,
             Bench::All(_) => anyhow::bail!("`all` is a suite, not one benchmark"),
         }
     }

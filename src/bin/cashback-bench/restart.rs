@@ -30,7 +30,7 @@
 //!    participants that the built state says; any other answer fails the
 //!    benchmark.
 
-use crate::common::{verdict, Harness, Options, Report, BENCH_COMMAND};
+use crate::common::{release_freed_memory, verdict, Harness, Options, Report, BENCH_COMMAND};
 use anyhow::{bail, Context, Result};
 use cashback::config::Config;
 use cashback::sim::{citizen_id, hpan};
@@ -591,18 +591,6 @@ pub async fn run(args: &Args) -> Result<Report> {
             gib(router_bytes),
         ),
     })
-}
-
-/// Gives the memory of the dropped state back to the system. Why: the
-/// allocator keeps freed small blocks for reuse, so without this the
-/// benchmark process stayed at ~12 GB after dropping the state, and the
-/// engine restoring beside it was killed for lack of memory at full scale.
-fn release_freed_memory() {
-    // SAFETY: malloc_trim only returns free pages of the allocator's own
-    // heaps to the kernel; no live allocation is touched.
-    unsafe {
-        libc::malloc_trim(0);
-    }
 }
 
 /// Bytes as GiB.
