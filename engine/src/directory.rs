@@ -257,18 +257,20 @@ impl Directory {
     /// per-citizen and per-card figures): the id map, the citizens, the
     /// card map and windows that did not fit inline.
     pub fn heap_bytes(&self) -> (usize, usize) {
-        let map_slot = |k: usize, v: usize| k + v + 1;
-        let citizens = self.ids.capacity()
-            * map_slot(
-                std::mem::size_of::<u128>(),
-                std::mem::size_of::<CitizenIdx>(),
-            )
+        // A hash map allocates a power of two of slots, of which it fills
+        // at most 7/8 (its `capacity`), each a (key, value) pair and one
+        // control byte.
+        fn map<K, V>(capacity: usize) -> usize {
+            let slots = if capacity == 0 {
+                0
+            } else {
+                (capacity * 8).div_ceil(7).next_power_of_two()
+            };
+            slots * (std::mem::size_of::<(K, V)>() + 1)
+        }
+        let citizens = map::<u128, CitizenIdx>(self.ids.capacity())
             + self.citizens.capacity() * std::mem::size_of::<CitizenRecord>();
-        let cards = self.cards.capacity()
-            * map_slot(
-                std::mem::size_of::<Hpan>(),
-                std::mem::size_of::<CardRecord>(),
-            )
+        let cards = map::<Hpan, CardRecord>(self.cards.capacity())
             + self
                 .cards
                 .values()
