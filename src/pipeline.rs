@@ -423,12 +423,16 @@ impl Pipeline {
                 return Ok(());
             }
         };
-        // A copy, not a clone: the received bytes may share one large read
-        // buffer with other messages, which a reversal kept for weeks would
-        // pin in memory.
-        let origin = || Origin {
+        // For a message kept beyond the batch (a reversal may wait for
+        // weeks) a copy, not a clone: the received bytes may share one large
+        // read buffer with other messages, which it would pin in memory.
+        let origin = |kept: bool| Origin {
             subject: subject.into(),
-            payload: Bytes::copy_from_slice(payload),
+            payload: if kept {
+                Bytes::copy_from_slice(payload)
+            } else {
+                payload.clone()
+            },
         };
         match self.router.route(at, &auth, origin) {
             Routed::Reject {

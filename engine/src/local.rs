@@ -99,7 +99,7 @@ impl LocalEngine {
     }
 
     fn route(&mut self, at: Position, auth: &Authorization, origin: impl Fn() -> Origin) {
-        match self.router.route(at, auth, origin) {
+        match self.router.route(at, auth, |_| origin()) {
             Routed::Reject { rejection, .. } => self.rejections.push((at.seq, rejection)),
             Routed::Forward(p, item) => self.deliver(vec![(p, item)]),
             Routed::ParkedHere => {}

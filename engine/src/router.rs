@@ -206,12 +206,14 @@ impl Router {
     /// Decides or routes one valid authorization (RULES.md checks 2 to 4, as
     /// far as the directory and the periods decide them). `origin` is asked
     /// for when the message goes to a partition (which may reject it, or
-    /// keep a reversal waiting).
+    /// keep a reversal waiting), with `true` when it may be kept beyond the
+    /// batch (a reversal may wait for weeks: the caller then copies the
+    /// bytes rather than pin a shared read buffer).
     pub fn route(
         &mut self,
         at: Position,
         auth: &Authorization,
-        origin: impl FnOnce() -> Origin,
+        origin: impl FnOnce(bool) -> Origin,
     ) -> Routed {
         match auth.operation {
             Operation::Payment => self.route_payment(at, auth, origin),
@@ -223,7 +225,7 @@ impl Router {
         &mut self,
         at: Position,
         auth: &Authorization,
-        origin: impl FnOnce() -> Origin,
+        origin: impl FnOnce(bool) -> Origin,
     ) -> Routed {
         let Some(card) = self.directory.card(&auth.hpan) else {
             // Never enrolled: it never counted, so it cannot be a duplicate.
@@ -256,7 +258,7 @@ impl Router {
                 correlation_key: auth.correlation_key,
                 merchant_key: auth.merchant_key,
                 withdrawn: self.withdrawn_owners(&auth.hpan),
-                origin: origin(),
+                origin: origin(false),
             }),
         )
     }
@@ -322,7 +324,7 @@ impl Router {
         &mut self,
         at: Position,
         auth: &Authorization,
-        origin: impl FnOnce() -> Origin,
+        origin: impl FnOnce(bool) -> Origin,
     ) -> Routed {
         if let Some(card) = self.directory.card(&auth.hpan) {
             let anchor = card.anchor;
@@ -380,7 +382,7 @@ impl Router {
         &self,
         at: Position,
         auth: &Authorization,
-        origin: impl FnOnce() -> Origin,
+        origin: impl FnOnce(bool) -> Origin,
     ) -> Reversal {
         Reversal {
             seq: at.seq,
@@ -389,7 +391,7 @@ impl Router {
             amount: auth.total_amount,
             terminal_key: auth.terminal_key,
             correlation_key: auth.correlation_key,
-            origin: origin(),
+            origin: origin(true),
         }
     }
 

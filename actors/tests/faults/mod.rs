@@ -331,7 +331,7 @@ impl Actors {
                         .decoder
                         .decode_on("32875", payload.as_bytes(), at.broker_time)
                         .unwrap();
-                    let origin = || Origin {
+                    let origin = |_kept: bool| Origin {
                         subject: "cashback.auth.32875".into(),
                         payload: payload.clone().into(),
                     };

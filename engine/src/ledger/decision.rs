@@ -19,6 +19,7 @@ use crate::period::PeriodIdx;
 use crate::standing::CitizenFacts;
 use crate::time::Timestamp;
 use rust_decimal::Decimal;
+use smallvec::SmallVec;
 use std::sync::Arc;
 
 /// A change to a citizen's totals in one period.
@@ -147,8 +148,9 @@ pub struct Decision {
     /// The stream sequence of the message decided (0 for items that come
     /// from none): the first part of the ids of the credits it sends.
     pub(super) seq: u64,
-    /// The writes, in order.
-    pub(super) effects: Vec<Effect>,
+    /// The writes, in order: a payment's are two (its record, its credit),
+    /// kept inline so that deciding allocates nothing on the common path.
+    pub(super) effects: SmallVec<[Effect; 2]>,
 }
 
 impl Decision {
@@ -156,7 +158,7 @@ impl Decision {
     pub(super) fn new(seq: u64) -> Decision {
         Decision {
             seq,
-            effects: Vec::new(),
+            effects: SmallVec::new(),
         }
     }
 

@@ -409,11 +409,11 @@ impl Ledger {
             Item::Credit(c) => self.decide_credit(c),
             Item::Citizen(facts) => Decision {
                 seq: 0,
-                effects: vec![Effect::Citizen(facts.clone())],
+                effects: smallvec::smallvec![Effect::Citizen(facts.clone())],
             },
             Item::Wallet(change) => Decision {
                 seq: 0,
-                effects: vec![Effect::Wallet(change.clone())],
+                effects: smallvec::smallvec![Effect::Wallet(change.clone())],
             },
             Item::Adopt { hpan, parked } => Decision {
                 seq: 0,
