@@ -131,10 +131,11 @@ fn mailbox_failure(e: MailboxError) -> anyhow::Error {
 /// How long a graceful shutdown waits for its final snapshot to be stored.
 const FINAL_SNAPSHOT_TIMEOUT: Duration = Duration::from_secs(60);
 
-/// How long a snapshot waits for the rejections and (in a cluster) the
-/// credits decided before it to be stored before it gives up until the
-/// next one.
-const CREDITS_FLUSH_TIMEOUT: Duration = Duration::from_secs(30);
+/// How long a snapshot waits for what was decided before it and is still
+/// on its way (position pushes, rejections, a cluster's credits) before it
+/// gives up until the next one: a snapshot must not hold decisions whose
+/// output a restart from it would not send again.
+const HELD_BACK_TIMEOUT: Duration = Duration::from_secs(30);
 
 /// What the pipeline is built from, besides its state.
 pub struct Wiring {
@@ -236,16 +237,21 @@ impl Pipeline {
         // Changes before the snapshot's position are never replayed: their
         // pushes must be out before it is taken.
         let (done, pushed) = tokio::sync::oneshot::channel();
-        if self.pushes.send(PushCmd::Flush(done)).await.is_ok() {
-            let _ = pushed.await;
+        if self.pushes.send(PushCmd::Flush(done)).await.is_ok()
+            && tokio::time::timeout(HELD_BACK_TIMEOUT, pushed)
+                .await
+                .is_err()
+        {
+            tracing::warn!("position pushes are not out yet; snapshot postponed");
+            return Ok(());
         }
         // Likewise the rejections decided before it: stored, or postponed.
-        if !self.rejections.flush(CREDITS_FLUSH_TIMEOUT).await {
+        if !self.rejections.flush(HELD_BACK_TIMEOUT).await {
             tracing::warn!("rejections are not stored yet; snapshot postponed");
             return Ok(());
         }
         if let Some(outbox) = &self.outbox {
-            if !outbox.flush(CREDITS_FLUSH_TIMEOUT).await {
+            if !outbox.flush(HELD_BACK_TIMEOUT).await {
                 tracing::warn!(
                     "credits for other nodes are not journaled yet; snapshot postponed \
                      (a snapshot must not hold credits that a restart would not send again)"

@@ -194,8 +194,11 @@ impl Pusher {
             self.last_sent.insert((c.citizen, c.period), now);
         }
         self.publish(batch).await;
-        if let Err(e) = self.client.flush().await {
-            tracing::warn!(error = %e, "cannot flush position pushes before a snapshot");
+        // Bounded: without a server the flush would wait for a reconnect.
+        match tokio::time::timeout(Duration::from_secs(5), self.client.flush()).await {
+            Ok(Ok(())) => {}
+            Ok(Err(e)) => tracing::warn!(error = %e, "cannot flush position pushes"),
+            Err(_) => tracing::warn!("position pushes not flushed within 5 s"),
         }
     }
 
