@@ -319,7 +319,7 @@ impl Peers {
         position: u64,
     ) -> Result<RankKey, Refusal> {
         let summed = sum(histograms);
-        let (count, mut rank) = locate(&summed, position)
+        let (count, rank) = locate(&summed, position)
             .ok_or_else(|| unavailable("the ranking moved while a page was read"))?;
         let above =
             |h: &Histogram_| -> u64 { h.iter().filter(|(c, _)| *c > count).map(|(_, n)| n).sum() };
@@ -366,8 +366,6 @@ impl Peers {
                     }
                 }
             }
-            // Keeps `rank` meaningful should a range collapse: nothing to do.
-            rank = rank.min(place.max(rank));
         }
     }
 
