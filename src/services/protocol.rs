@@ -405,7 +405,7 @@ pub struct WalletWindow {
 pub struct WalletCard {
     /// The hashed PAN.
     pub hpan: String,
-    /// Whether its last window is open.
+    /// Whether one of its windows is open (the last enrolled; see `WalletCard::active`).
     pub active: bool,
     /// Its windows of this citizen only, oldest first.
     pub windows: Vec<WalletWindow>,
