@@ -297,7 +297,14 @@ impl Router {
                 ),
             ));
         };
-        if !self.periods.accepts_data(period, at.broker_time) {
+        // Closed by the log's clock (the latest broker time so far), not by
+        // this message's own: broker times can step back (a stream leader
+        // moves to a server whose clock is behind), and a partition drops a
+        // period's split-payment slots when a tick at the log's clock finds it
+        // closed; judged by its own time, a payment after that tick could
+        // still count, and whether it met its slots would depend on where a
+        // batch ended. By the log's clock, every process decides it alike.
+        if !self.periods.accepts_data(period, self.now.max(at.broker_time)) {
             return Fate::Rejected(Rejection::new(
                 Reason::PeriodClosed,
                 format!(

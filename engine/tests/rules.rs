@@ -936,6 +936,41 @@ fn reversals_respect_the_grace_of_their_payments_period() {
 }
 
 #[test]
+fn a_period_closed_by_the_logs_clock_stays_closed_when_broker_times_step_back() {
+    // A clustered stream's timestamps can step back when its leader moves to a
+    // server whose clock is behind. Once a message stamped after the close is
+    // in the log, nothing later changes the period, whatever its own stamp:
+    // the payout stays final, and replicas that batch differently agree.
+    let a = card(0xA);
+    let mut s = Sim::alice(vec![h1(), period("OCT", "2021-10-01", "2021-10-31")]);
+    s.at("2021-07-10T21:00:00Z");
+    assert_eq!(
+        s.verdict(&pay(&a, "p1", "2021-06-30T12:00:00Z", 10000).corr("C1")),
+        "ok"
+    );
+    // H1 closes at 2021-07-10T22:00Z; this message is stamped after it.
+    s.at("2021-07-10T22:00:01Z");
+    assert_eq!(
+        s.verdict(&pay(&a, "p2", "2021-06-30T12:00:00Z", 1000)),
+        "period_closed"
+    );
+    // The next ones are stamped two seconds earlier, before the close.
+    s.at("2021-07-10T21:59:59Z");
+    assert_eq!(
+        s.verdict(&pay(&a, "p3", "2021-06-30T12:00:00Z", 1000)),
+        "period_closed"
+    );
+    assert_eq!(
+        s.verdict(&rev(&a, "r1", "2021-07-10T21:00:00Z", 1000).corr("C1")),
+        "period_closed"
+    );
+    assert_eq!(
+        s.standing("alice", H1),
+        st(1, "10.00", Some("2021-06-30T12:00:00Z"))
+    );
+}
+
+#[test]
 fn a_reversal_affects_the_period_of_its_payment() {
     let a = card(0xA);
     let mut s = Sim::alice(vec![xmas(), h1()]);

@@ -603,7 +603,7 @@ impl Ledger {
                 continue;
             }
             fault::point(Point::Release, p.seq);
-            match reversal::judge(&view, r, p.broker_time, &p.withdrawn, &self.periods) {
+            match reversal::judge(&view, r, p.now, &p.withdrawn, &self.periods) {
                 Verdict::Park => {}
                 Verdict::Reject(why) => {
                     d.push(Effect::Unpark {
@@ -683,7 +683,7 @@ impl Ledger {
             return d;
         }
         let view = View::new(self, card, None);
-        match reversal::judge(&view, r, r.broker_time, &item.withdrawn, &self.periods) {
+        match reversal::judge(&view, r, item.now, &item.withdrawn, &self.periods) {
             Verdict::Park => {
                 let on_card = book.map_or(0, |b| {
                     b.parked().filter(|p| !expiring.contains(&p.seq)).count()
@@ -749,7 +749,7 @@ impl Ledger {
             return d;
         };
         let p = self.payment(card, pos);
-        if !self.periods.accepts_data(p.period, e.broker_time) {
+        if !self.periods.accepts_data(p.period, e.now) {
             d.push(Effect::Outcome(e.seq, e.op, Err(ErrorCode::PeriodClosed)));
             return d;
         }

@@ -31,8 +31,9 @@ pub(super) enum Verdict {
 }
 
 /// Judges reversal `r` against the card's payments as `view` shows them, at
-/// `broker_time` (the period of the matched payment must still accept data
-/// then), with `withdrawn` the card's owners who withdrew.
+/// `now`, the log's clock (the period of the matched payment must still
+/// accept data then; see `Router::payment_fate` on why not the message's own
+/// broker time), with `withdrawn` the card's owners who withdrew.
 ///
 /// Matching: with a correlation id, the payment with the same one (partial
 /// amounts allowed); without, the payment at the same terminal whose
@@ -42,7 +43,7 @@ pub(super) enum Verdict {
 pub(super) fn judge(
     view: &View,
     r: &Reversal,
-    broker_time: Timestamp,
+    now: Timestamp,
     withdrawn: &[CitizenIdx],
     periods: &Periods,
 ) -> Verdict {
@@ -74,7 +75,7 @@ pub(super) fn judge(
         ));
     }
     let period = view.period(pos);
-    if !periods.accepts_data(period, broker_time) {
+    if !periods.accepts_data(period, now) {
         return Verdict::Reject(Rejection::new(
             Reason::PeriodClosed,
             format!(
