@@ -89,12 +89,20 @@ async fn publish(
         let body: bytes::Bytes = serde_json::to_vec(&batch)
             .expect("credits always serialize")
             .into();
-        // The same batch re-sent after a lost acknowledgement is dropped by
-        // JetStream's duplicate window; anything older by the receiver.
-        let first = batch.first().map(|c| c.id);
-        let last = batch.last().map(|c| c.id);
-        let id = format!("credit/{node}/{first:?}/{last:?}");
+        let id = message_id(node, &body);
         publish_until_stored(&js, &subject, &id, body, "credits for other nodes").await;
         acked.fetch_add(1, Relaxed);
     }
+}
+
+/// A batch's `Nats-Msg-Id`: the node and a hash of the whole body, so that
+/// JetStream's duplicate window drops only a byte-identical re-send (after a
+/// lost acknowledgement); a batch that overlaps an earlier one is stored, and
+/// the receiver skips the credits it already took. An id made of the batch's
+/// first and last credit named two different batches alike: a restart or a
+/// replica batches the same credits otherwise (flights end elsewhere; a batch
+/// lists shard by shard), and the second batch, holding credits the first
+/// lacked, was dropped as a duplicate and its credits lost.
+pub fn message_id(node: u16, body: &[u8]) -> String {
+    format!("credit/{node}/{:032x}", xxhash_rust::xxh3::xxh3_128(body))
 }

@@ -584,3 +584,69 @@ async fn last_seq(js: &jetstream::Context) -> u64 {
         .state
         .last_sequence
 }
+
+/// Two batches of credits with the same first and last credit but different
+/// middles (a restart or a replica batches the same credits otherwise) are
+/// both stored in the journal: JetStream's duplicate window must drop only a
+/// byte-identical re-send, or the credits only the second batch holds are
+/// lost for good. The receiver takes each credit once by its id.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_credit_batch_that_overlaps_an_earlier_one_is_journaled() {
+    use cashback::credits::Outbox;
+    use cashback::nats::subjects::Subjects;
+    use cashback_engine::item::{Credit, CreditId};
+    let dir = tempfile::tempdir().unwrap();
+    let bin = cashback::nats::embedded::NatsServer::locate("").expect("nats-server");
+    let nats = cashback::nats::embedded::NatsServer::start(&bin, 0, &dir.path().join("nats"))
+        .expect("nats-server");
+    let client = async_nats::connect(nats.url()).await.unwrap();
+    let js = jetstream::new(client);
+    let config = cashback::config::Config::default();
+    let subjects = Subjects::new(&config.subject_prefix);
+    let stream = cashback::nats::stream::ensure_stream(&js, &config, &subjects)
+        .await
+        .unwrap();
+    let credit = |seq: u64, source: u16| Credit {
+        id: CreditId {
+            seq,
+            index: 0,
+            source,
+        },
+        citizen: 7,
+        period: 0,
+        count: 1,
+        cashback: "1.00".parse().unwrap(),
+        trx_date: None,
+    };
+    let mut outbox = Outbox::start(js.clone(), subjects.clone(), 1);
+    // First life: a flight up to seq 190. After a restart, a longer flight:
+    // partition 0's credits first, then partition 1's, same bounds.
+    outbox.send(vec![credit(100, 0), credit(120, 1), credit(180, 1)]);
+    assert!(outbox.flush(Duration::from_secs(30)).await);
+    outbox.send(vec![
+        credit(100, 0),
+        credit(195, 0),
+        credit(120, 1),
+        credit(180, 1),
+    ]);
+    // A re-send of the same bytes (a lost acknowledgement) is dropped.
+    outbox.send(vec![
+        credit(100, 0),
+        credit(195, 0),
+        credit(120, 1),
+        credit(180, 1),
+    ]);
+    assert!(outbox.flush(Duration::from_secs(30)).await);
+    let mut stream = stream;
+    let info = stream.info().await.unwrap();
+    assert_eq!(
+        info.state.messages, 2,
+        "both batches stored, the re-send dropped"
+    );
+    let last = stream
+        .get_last_raw_message_by_subject(&subjects.journal_credit())
+        .await
+        .unwrap();
+    let credits: Vec<Credit> = serde_json::from_slice(&last.payload).unwrap();
+    assert!(credits.iter().any(|c| c.id.seq == 195));
+}

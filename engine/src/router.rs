@@ -304,7 +304,10 @@ impl Router {
         // closed; judged by its own time, a payment after that tick could
         // still count, and whether it met its slots would depend on where a
         // batch ended. By the log's clock, every process decides it alike.
-        if !self.periods.accepts_data(period, self.now.max(at.broker_time)) {
+        if !self
+            .periods
+            .accepts_data(period, self.now.max(at.broker_time))
+        {
             return Fate::Rejected(Rejection::new(
                 Reason::PeriodClosed,
                 format!(
