@@ -108,13 +108,16 @@ pub async fn start(
         .await
         .context("cannot read the stream")?;
     let (tx, rx) = mpsc::channel(BUFFERED_BATCHES);
+    let mut next = from.max(1);
     tokio::spawn(async move {
         loop {
             let batch = async {
                 let mut batch = Vec::with_capacity(BATCH);
                 while batch.is_empty() {
                     match messages.next().await {
-                        Some(Ok(m)) => batch.push(entry(m, &decoder, &subjects)?),
+                        Some(Ok(m)) => {
+                            batch.push(in_order(entry(m, &decoder, &subjects)?, &mut next)?)
+                        }
                         // The ordered consumer reports trouble (a broker
                         // restart, missed heartbeats) and then recreates
                         // itself from the last sequence it delivered.
@@ -124,7 +127,9 @@ pub async fn start(
                 }
                 while batch.len() < BATCH {
                     match messages.next().now_or_never() {
-                        Some(Some(Ok(m))) => batch.push(entry(m, &decoder, &subjects)?),
+                        Some(Some(Ok(m))) => {
+                            batch.push(in_order(entry(m, &decoder, &subjects)?, &mut next)?)
+                        }
                         Some(Some(Err(e))) => {
                             tracing::warn!(error = %e, "stream consumer: recovering");
                             break;
@@ -143,6 +148,29 @@ pub async fn start(
         }
     });
     Ok(rx)
+}
+
+/// Passes `entry` if it is the message after the last one read. The stream
+/// (limits retention, read whole) numbers its messages without holes, so a
+/// jump means messages this process never read were removed: purged up to
+/// snapshots a slower process does not have (a replica that fell more than
+/// two snapshot intervals behind its node's snapshots, or was cut off from
+/// NATS that long; the ordered consumer then resumes at the first message
+/// left), or deleted by hand. Going on would silently diverge from the other
+/// processes; stopping makes the engine exit with this error, and a restart
+/// loads the newest snapshot (or refuses to start, saying what is missing).
+fn in_order(entry: Entry, next: &mut u64) -> Result<Entry> {
+    let seq = entry.position().seq;
+    if seq != *next {
+        anyhow::bail!(
+            "the stream jumps from sequence {} to {seq}: messages this process has not read were \
+             purged (it fell behind the snapshots its node keeps, or was cut off from NATS that long). \
+             Restart it: it will load the newest snapshot",
+            *next
+        );
+    }
+    *next = seq + 1;
+    Ok(entry)
 }
 
 fn entry(msg: jetstream::Message, decoder: &Decoder, subjects: &Subjects) -> Result<Entry> {

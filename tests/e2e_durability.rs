@@ -403,3 +403,39 @@ async fn an_unusable_snapshot_after_a_purge_stops_the_start_instead_of_losing_st
         "it says why; log:\n{log}"
     );
 }
+
+/// A process that falls behind a purge of the stream (a replica more than two
+/// snapshot intervals behind the snapshots its node keeps, or cut off from
+/// NATS that long) stops with an error, instead of reading on past the hole
+/// and silently holding another state than its node's other processes.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_purge_past_what_the_engine_has_read_stops_it_instead_of_skipping() {
+    let mut h = Harness::start(&durable_config()).await;
+    h.citizen("g", &at(-40, 0)).await;
+    h.card("g", &hpan(5), &at(-30, 0)).await;
+    h.publish(&payment(&hpan(5), "before", &at(0, -600), 1000))
+        .await;
+    h.caught_up().await;
+    h.signal_engine(libc::SIGSTOP);
+    // While it stands still, the log grows past what one pull delivers, and
+    // is purged to its last few messages.
+    let acks: Vec<_> = futures::future::join_all((0..5_000).map(|i| {
+        let body = payment(&hpan(5), &format!("stalled-{i}"), &at(0, -500), 1000).to_string();
+        h.js.publish("cashback.auth.32875", body.into())
+    }))
+    .await;
+    for ack in acks {
+        ack.expect("publish").await.expect("puback");
+    }
+    let mut stream = h.js.get_stream("CASHBACK").await.unwrap();
+    stream.purge().keep(10).await.unwrap();
+    h.signal_engine(libc::SIGCONT);
+    let status = h.engine_exit(Duration::from_secs(120)).await;
+    let log = h.engine_log();
+    let status = status.unwrap_or_else(|| panic!("it read on past the hole; log:\n{log}"));
+    assert!(!status.success(), "log:\n{log}");
+    assert!(
+        log.contains("the stream jumps from sequence"),
+        "it says why; log:\n{log}"
+    );
+}

@@ -172,6 +172,33 @@ impl Harness {
         status.code()
     }
 
+    /// Sends `signal` to the engine (SIGSTOP and SIGCONT stand for a process
+    /// that stalls or is cut off for a while).
+    pub fn signal_engine(&self, signal: libc::c_int) {
+        let engine = self.engine.as_ref().expect("engine running");
+        unsafe {
+            libc::kill(engine.child.id() as libc::pid_t, signal);
+        }
+    }
+
+    /// Waits at most `within` for the engine to exit on its own; its status,
+    /// or None (then it is killed).
+    pub async fn engine_exit(&mut self, within: Duration) -> Option<std::process::ExitStatus> {
+        let mut engine = self.engine.take()?;
+        let deadline = Instant::now() + within;
+        loop {
+            if let Some(status) = engine.child.try_wait().unwrap() {
+                return Some(status);
+            }
+            if Instant::now() > deadline {
+                let _ = engine.child.kill();
+                let _ = engine.child.wait();
+                return None;
+            }
+            tokio::time::sleep(Duration::from_millis(100)).await;
+        }
+    }
+
     /// Kills the engine with SIGKILL (a crash).
     pub fn kill_engine(&mut self) {
         if let Some(mut engine) = self.engine.take() {
