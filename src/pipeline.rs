@@ -111,6 +111,10 @@ pub struct Pipeline {
     admin_replies: HashMap<u64, String>,
     /// Credits for other nodes' partitions (a cluster only).
     outbox: Option<Outbox>,
+    /// A credit was set aside (its decision kept failing): snapshots are
+    /// withheld, since one taken past it would drop it for good, while a
+    /// restart from the last one replays it.
+    snapshots_withheld: bool,
     /// Last sequence read.
     last_seq: u64,
     /// Last sequence included in a flight: a flight is due whenever reading
@@ -194,6 +198,7 @@ impl Pipeline {
             pending_times: Vec::new(),
             admin_replies: HashMap::new(),
             outbox: None,
+            snapshots_withheld: false,
             last_seq: 0,
             flushed_seq: 0,
             flights: VecDeque::new(),
@@ -229,6 +234,12 @@ impl Pipeline {
             .as_ref()
             .is_some_and(|s| s.last_seq < self.last_seq);
         if !due {
+            return Ok(());
+        }
+        if self.snapshots_withheld {
+            tracing::error!(
+                "snapshot withheld: a credit was set aside (see the error above); restart the engine to replay it"
+            );
             return Ok(());
         }
         let paused = std::time::Instant::now();
@@ -693,6 +704,7 @@ impl Pipeline {
                 .increment(report.reversals_applied);
             metrics::counter!("cashback_reversals_parked_total").increment(report.reversals_parked);
             metrics::counter!("cashback_credits_repeated_total").increment(report.credits_repeated);
+            self.snapshots_withheld |= report.credits_set_aside > 0;
             for what in &report.invariant_violations {
                 tracing::error!(%what, "BROKEN INVARIANT (survived; please report)");
                 metrics::counter!("cashback_invariant_violations_total").increment(1);

@@ -92,12 +92,19 @@ fn set_aside(ledger: &mut Ledger, item: &Item, why: &str, attempts: u8, report: 
         }
     }
     match item {
-        Item::Exclusion(e) => report.exclusions.push((e.seq, e.op, Err(cashback_engine::refusal::ErrorCode::Unavailable))),
-        Item::Credit(c) => report.invariant_violations.push(format!(
-            "a credit from partition {} (seq {}) for citizen {} was set aside after {attempts} failures ({why}): \
-             the citizen's totals miss it until a restart replays it",
-            c.id.source, c.id.seq, c.citizen
+        Item::Exclusion(e) => report.exclusions.push((
+            e.seq,
+            e.op,
+            Err(cashback_engine::refusal::ErrorCode::Unavailable),
         )),
+        Item::Credit(c) => {
+            report.credits_set_aside += 1;
+            report.invariant_violations.push(format!(
+                "a credit from partition {} (seq {}) for citizen {} was set aside after {attempts} failures ({why}): \
+                 the citizen's totals miss it; snapshots are withheld until a restart replays it",
+                c.id.source, c.id.seq, c.citizen
+            ))
+        }
         _ => {
             if let Some(seq) = item.message_seq() {
                 report.rejections.push(LateRejection {

@@ -356,6 +356,10 @@ pub struct Report {
     /// Credits received again and ignored (a re-send after a crash, or a
     /// replica's copy): expected in a cluster, counted for operators.
     pub credits_repeated: u64,
+    /// Credits that could not be decided and were set aside: the log holds
+    /// them, but no stored rejection does, so the engine must not snapshot
+    /// past them (a restart then replays them).
+    pub credits_set_aside: u64,
     /// Broken invariants met and survived (a count that would go below zero,
     /// a credit for a citizen the partition does not hold): never expected;
     /// logged loudly and counted so that an operator sees them.
@@ -389,5 +393,6 @@ impl Report {
         self.reversals_applied += other.reversals_applied;
         self.reversals_parked += other.reversals_parked;
         self.credits_repeated += other.credits_repeated;
+        self.credits_set_aside += other.credits_set_aside;
     }
 }
