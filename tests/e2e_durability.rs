@@ -427,7 +427,7 @@ async fn a_purge_past_what_the_engine_has_read_stops_it_instead_of_skipping() {
     for ack in acks {
         ack.expect("publish").await.expect("puback");
     }
-    let mut stream = h.js.get_stream("CASHBACK").await.unwrap();
+    let stream = h.js.get_stream("CASHBACK").await.unwrap();
     stream.purge().keep(10).await.unwrap();
     h.signal_engine(libc::SIGCONT);
     let status = h.engine_exit(Duration::from_secs(120)).await;
