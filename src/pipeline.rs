@@ -236,15 +236,17 @@ impl Pipeline {
         if !due {
             return Ok(());
         }
+        let paused = std::time::Instant::now();
+        self.flush();
+        self.settle_all().await?;
+        // Only now: settling completes the flights in progress, which is
+        // where a credit set aside is reported.
         if self.snapshots_withheld {
             tracing::error!(
                 "snapshot withheld: a credit was set aside (see the error above); restart the engine to replay it"
             );
             return Ok(());
         }
-        let paused = std::time::Instant::now();
-        self.flush();
-        self.settle_all().await?;
         // Changes before the snapshot's position are never replayed: their
         // pushes must be out before it is taken.
         let (done, pushed) = tokio::sync::oneshot::channel();

@@ -116,7 +116,7 @@ pub async fn start(
                 while batch.is_empty() {
                     match messages.next().await {
                         Some(Ok(m)) => {
-                            batch.push(in_order(entry(m, &decoder, &subjects)?, &mut next)?)
+                            batch.extend(in_order(entry(m, &decoder, &subjects)?, &mut next)?)
                         }
                         // The ordered consumer reports trouble (a broker
                         // restart, missed heartbeats) and then recreates
@@ -128,7 +128,7 @@ pub async fn start(
                 while batch.len() < BATCH {
                     match messages.next().now_or_never() {
                         Some(Some(Ok(m))) => {
-                            batch.push(in_order(entry(m, &decoder, &subjects)?, &mut next)?)
+                            batch.extend(in_order(entry(m, &decoder, &subjects)?, &mut next)?)
                         }
                         Some(Some(Err(e))) => {
                             tracing::warn!(error = %e, "stream consumer: recovering");
@@ -150,27 +150,38 @@ pub async fn start(
     Ok(rx)
 }
 
-/// Passes `entry` if it is the message after the last one read. The stream
-/// (limits retention, read whole) numbers its messages without holes, so a
-/// jump means messages this process never read were removed: purged up to
-/// snapshots a slower process does not have (a replica that fell more than
-/// two snapshot intervals behind its node's snapshots, or was cut off from
-/// NATS that long; the ordered consumer then resumes at the first message
-/// left), or deleted by hand. Going on would silently diverge from the other
-/// processes; stopping makes the engine exit with this error, and a restart
-/// loads the newest snapshot (or refuses to start, saying what is missing).
-fn in_order(entry: Entry, next: &mut u64) -> Result<Entry> {
+/// Passes `entry` if it is the message after the last one read, skips one
+/// already read, and stops at a hole.
+///
+/// Already read: the ordered consumer, recreated (a broker restart, missed
+/// heartbeats) before it delivered anything, starts again from the stream's
+/// first message rather than from where it was asked to (async-nats 0.51),
+/// and the state holds everything up to `next`.
+///
+/// A hole: the stream (limits retention, read whole) numbers its messages
+/// without gaps, so a jump means messages this process never read were
+/// removed: purged up to snapshots a slower process does not have (a replica
+/// that fell more than two snapshot intervals behind its node's snapshots,
+/// or was cut off from NATS that long; the consumer then resumes at the
+/// first message left), or deleted. Going on would silently diverge from
+/// the other processes; stopping makes the engine exit with this error.
+fn in_order(entry: Entry, next: &mut u64) -> Result<Option<Entry>> {
     let seq = entry.position().seq;
-    if seq != *next {
+    if seq < *next {
+        return Ok(None);
+    }
+    if seq > *next {
         anyhow::bail!(
-            "the stream jumps from sequence {} to {seq}: messages this process has not read were \
-             purged (it fell behind the snapshots its node keeps, or was cut off from NATS that long). \
-             Restart it: it will load the newest snapshot",
+            "the stream jumps from sequence {} to {seq}: messages this process has not read are gone. \
+             If the stream was purged past this process (it fell behind the snapshots its node keeps, \
+             or was cut off from NATS that long), restart it: it loads the newest snapshot. If they \
+             were deleted from the middle of the stream (by hand, or by a per-subject limit or a \
+             message TTL on the stream), the engine cannot know what they held: restore them",
             *next
         );
     }
     *next = seq + 1;
-    Ok(entry)
+    Ok(Some(entry))
 }
 
 fn entry(msg: jetstream::Message, decoder: &Decoder, subjects: &Subjects) -> Result<Entry> {

@@ -439,3 +439,104 @@ async fn a_purge_past_what_the_engine_has_read_stops_it_instead_of_skipping() {
         "it says why; log:\n{log}"
     );
 }
+
+/// An engine restored from a snapshot whose broker restarts before any new
+/// message: its ordered consumer, recreated before it delivered anything,
+/// starts again from the stream's first message (async-nats 0.51). The
+/// engine skips what its state already holds: it neither stops nor applies
+/// anything twice (a re-applied payment would be rejected `duplicate`).
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_broker_restart_right_after_a_restore_applies_nothing_twice() {
+    let mut h = Harness::start(&durable_config()).await;
+    h.citizen("r", &at(-40, 0)).await;
+    h.card("r", &hpan(6), &at(-30, 0)).await;
+    h.publish(&payment(&hpan(6), "first", &at(0, -600), 1000))
+        .await;
+    h.caught_up().await;
+    // The clean stop stores a snapshot; the new process restores it and has
+    // nothing new to read.
+    assert_eq!(h.stop_engine(), Some(0));
+    h.start_engine().await;
+    h.restart_nats();
+    let deadline = std::time::Instant::now() + Duration::from_secs(90);
+    while !h.engine_log().contains("stream consumer: recovering") {
+        assert!(
+            std::time::Instant::now() < deadline,
+            "the consumer was not recreated; log:\n{}",
+            h.engine_log()
+        );
+        tokio::time::sleep(Duration::from_millis(200)).await;
+    }
+    h.publish(&payment(&hpan(6), "second", &at(0, -500), 1000))
+        .await;
+    h.caught_up().await;
+    let r = h.query("r", "CUR").await;
+    assert_eq!(r["transaction_count"], json!(2), "{r}");
+    let mut rejected = h.js.get_stream("CASHBACK_REJECTED").await.unwrap();
+    let stored = rejected.info().await.unwrap().state.messages;
+    assert_eq!(stored, 0, "nothing re-applied; log:\n{}", h.engine_log());
+}
+
+/// A credit whose decision always fails (here by an injected fault) is set
+/// aside: the engine then withholds its snapshots, since one taken past the
+/// credit would drop it for good, and a restart replays it.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_credit_set_aside_withholds_snapshots_and_a_restart_replays_it() {
+    use cashback_engine::partition::{partition_of, DEFAULT_PARTITIONS};
+    // The card's payments live with its first citizen's partition; after it
+    // moves to a citizen of another partition, each payment is a credit.
+    let first = "cred-a";
+    let second = (0..)
+        .map(|i| format!("cred-b{i}"))
+        .find(|b| partition_of(b, DEFAULT_PARTITIONS) != partition_of(first, DEFAULT_PARTITIONS))
+        .unwrap();
+    // Sequences of a fresh stream: five journal entries, then the payment.
+    let mut h =
+        Harness::start_with_env(&durable_config(), &[("CASHBACK_FAULTS", "credit@6x*")]).await;
+    h.citizen(first, &at(-40, 0)).await;
+    h.card(first, &hpan(8), &at(-30, 0)).await;
+    let removed = h
+        .request(
+            "cashback.enroll.card_remove",
+            json!({"citizen_id": first, "hpan": hpan(8), "deactivated_at": at(-20, 0)}),
+        )
+        .await;
+    assert_eq!(removed, json!({"ok": true}));
+    h.citizen(&second, &at(-40, 0)).await;
+    h.card(&second, &hpan(8), &at(-10, 0)).await;
+    let seq = h
+        .publish(&payment(&hpan(8), "moved", &at(0, -600), 1000))
+        .await;
+    assert_eq!(seq, 6, "the fault plan's sequence holds");
+    h.caught_up().await;
+    assert_eq!(h.query(&second, "CUR").await["transaction_count"], json!(0));
+    let deadline = std::time::Instant::now() + Duration::from_secs(60);
+    while !h.engine_log().contains("snapshot withheld") {
+        assert!(
+            std::time::Instant::now() < deadline,
+            "no snapshot was withheld; log:\n{}",
+            h.engine_log()
+        );
+        tokio::time::sleep(Duration::from_millis(200)).await;
+    }
+    assert_eq!(h.stop_engine(), Some(0));
+    let store = h.js.get_object_store("CASHBACK_SNAPSHOTS").await.unwrap();
+    let mut names = store.list().await.unwrap();
+    let mut newest = 0;
+    while let Some(info) = futures::StreamExt::next(&mut names).await {
+        let name = info.unwrap().name;
+        let taken: u64 = name.rsplit('-').next().unwrap().parse().unwrap();
+        newest = newest.max(taken);
+    }
+    assert!(
+        newest < seq,
+        "a snapshot at {newest} is past the credit of {seq}"
+    );
+    // Without the fault, the restart replays the credit.
+    h.env.clear();
+    h.start_engine().await;
+    h.caught_up().await;
+    let r = h.query(&second, "CUR").await;
+    assert_eq!(r["transaction_count"], json!(1), "{r}");
+    assert_eq!(r["cashback"], json!("1.00"));
+}

@@ -50,10 +50,11 @@ pub struct PaymentItem {
     pub seq: u64,
     /// Its de-duplication key among the card's messages.
     pub key: u64,
-    /// Broker receive time of this message: the clock of every rule.
+    /// Broker receive time of this message.
     pub broker_time: Timestamp,
-    /// The engine's clock (the latest broker time seen), for expiring
-    /// parked reversals.
+    /// The log's clock (the latest broker time so far, never behind
+    /// `broker_time`): the clock of every rule (a period's close, the expiry
+    /// of parked reversals), so that every process decides alike.
     pub now: Timestamp,
     /// The card, whose payments live in this partition.
     pub hpan: Hpan,
@@ -116,7 +117,7 @@ pub struct Reversal {
 pub struct ReversalItem {
     /// The reversal.
     pub reversal: Reversal,
-    /// The engine's clock.
+    /// The log's clock: the reversal's period checks and expiries are judged at it.
     pub now: Timestamp,
     /// The card.
     pub hpan: Hpan,
@@ -204,10 +205,10 @@ pub enum ExclusionOp {
 pub struct ExclusionItem {
     /// Stream sequence of the journal entry.
     pub seq: u64,
-    /// Broker time of the journal entry: whether the payment's period still
-    /// accepts data is judged at it.
+    /// Broker time of the journal entry, kept in the audit trail.
     pub broker_time: Timestamp,
-    /// The engine's clock.
+    /// The log's clock: whether the payment's period still accepts data is
+    /// judged at it.
     pub now: Timestamp,
     /// Exclude or reinstate.
     pub op: ExclusionOp,
