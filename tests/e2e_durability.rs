@@ -458,15 +458,9 @@ async fn a_broker_restart_right_after_a_restore_applies_nothing_twice() {
     assert_eq!(h.stop_engine(), Some(0));
     h.start_engine().await;
     h.restart_nats();
-    let deadline = std::time::Instant::now() + Duration::from_secs(90);
-    while !h.engine_log().contains("stream consumer: recovering") {
-        assert!(
-            std::time::Instant::now() < deadline,
-            "the consumer was not recreated; log:\n{}",
-            h.engine_log()
-        );
-        tokio::time::sleep(Duration::from_millis(200)).await;
-    }
+    // The consumer is recreated.
+    h.engine_logs("stream consumer: recovering", Duration::from_secs(90))
+        .await;
     h.publish(&payment(&hpan(6), "second", &at(0, -500), 1000))
         .await;
     h.caught_up().await;
@@ -510,15 +504,8 @@ async fn a_credit_set_aside_withholds_snapshots_and_a_restart_replays_it() {
     assert_eq!(seq, 6, "the fault plan's sequence holds");
     h.caught_up().await;
     assert_eq!(h.query(&second, "CUR").await["transaction_count"], json!(0));
-    let deadline = std::time::Instant::now() + Duration::from_secs(60);
-    while !h.engine_log().contains("snapshot withheld") {
-        assert!(
-            std::time::Instant::now() < deadline,
-            "no snapshot was withheld; log:\n{}",
-            h.engine_log()
-        );
-        tokio::time::sleep(Duration::from_millis(200)).await;
-    }
+    h.engine_logs("snapshot withheld", Duration::from_secs(60))
+        .await;
     assert_eq!(h.stop_engine(), Some(0));
     let store = h.js.get_object_store("CASHBACK_SNAPSHOTS").await.unwrap();
     let mut names = store.list().await.unwrap();

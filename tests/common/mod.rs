@@ -222,6 +222,20 @@ impl Harness {
         std::fs::read_to_string(self.dir.path().join("engine.log")).unwrap_or_default()
     }
 
+    /// Waits at most `within` for the engine's log to show `needle`; panics
+    /// with the log otherwise.
+    pub async fn engine_logs(&self, needle: &str, within: Duration) {
+        let deadline = Instant::now() + within;
+        while !self.engine_log().contains(needle) {
+            assert!(
+                Instant::now() < deadline,
+                "the engine's log does not show {needle:?}; log:\n{}",
+                self.engine_log()
+            );
+            tokio::time::sleep(Duration::from_millis(200)).await;
+        }
+    }
+
     /// GET a path of the engine's metrics listener.
     pub async fn http_get(&self, path: &str) -> Option<(u16, String)> {
         http_get(self.engine.as_ref()?.metrics_port, path).await
